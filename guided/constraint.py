@@ -1,0 +1,175 @@
+"""The one protocol every constraint implements and every sampler consumes.
+
+A :class:`Constraint` is a tokenizer-independent description (a regex, a grammar,
+a JSON schema, a monitor, a product of those).  ``constraint.start(vocab)`` binds
+it to a :class:`~guided.vocab.Vocabulary` and returns the initial
+:class:`ConstraintState`.
+
+States are *immutable*: ``advance`` returns a new state and leaves the old one
+untouched, so copying is free and rolling back (speculative decoding, SMC
+resampling, beam search) is just keeping the old reference.
+
+    >>> state = guided.Regex(r"[0-9]+").start(vocab)
+    >>> mask = state.allowed_mask()          # bool[vocab.size]
+    >>> state = state.advance(token_id)      # None if the token is not allowed
+    >>> state.is_accepting()                 # may generation end here?
+
+End of generation is a token like any other: ``allowed_mask()`` marks
+``vocab.eos_ids`` exactly when ``is_accepting()``; advancing by an EOS id gives a
+finished state that allows nothing further.  Special tokens other than EOS are
+never allowed (they stand for no bytes of the output).
+"""
+
+from __future__ import annotations
+
+import abc
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from guided.vocab import Vocabulary
+
+
+class ConstraintError(ValueError):
+    """Base class of every error raised for a bad constraint (grammar, regex, schema)."""
+
+
+class ConstraintState(abc.ABC):
+    """One point of a constrained generation: what has been produced so far."""
+
+    vocab: "Vocabulary"
+
+    # -- the core: subclasses implement these --------------------------------------
+    @abc.abstractmethod
+    def advance_bytes(self, data: bytes) -> "ConstraintState | None":
+        """State after the output grows by ``data``; ``None`` if no valid output has that prefix."""
+
+    @abc.abstractmethod
+    def is_accepting(self) -> bool:
+        """True when the output so far is a complete word (generation may end here)."""
+
+    @abc.abstractmethod
+    def allowed_mask(self) -> np.ndarray:
+        """Boolean array of length ``vocab.size``: token ``i`` may come next.
+
+        Exact: ``mask[i]`` is True iff some complete word starts with the output so far
+        followed by token ``i``'s bytes (for EOS ids: iff ``is_accepting()``).
+        """
+
+    # -- derived operations: override when a faster path exists ---------------------
+    def advance(self, token_id: int) -> "ConstraintState | None":
+        """State after emitting ``token_id``; ``None`` if it is not allowed."""
+        vocab = self.vocab
+        if token_id in vocab.eos_ids:
+            return FinishedState(self.vocab) if self.is_accepting() else None
+        if token_id in vocab.special_ids or not 0 <= token_id < vocab.size:
+            return None
+        nxt = self.advance_bytes(vocab.token_bytes[token_id])
+        return nxt if nxt is not None and nxt.is_live() else None
+
+    def allows(self, token_id: int) -> bool:
+        """Single-token check (what AWRS calls); cheaper than a full mask."""
+        return self.advance(token_id) is not None
+
+    def is_live(self) -> bool:
+        """True when some continuation still reaches an accepting state."""
+        return True
+
+    def is_finished(self) -> bool:
+        """True after an EOS token was emitted."""
+        return False
+
+    def allowed_bitmask(self) -> np.ndarray:
+        """The allowed mask packed into int32 words (32 tokens per word, little-endian bits)."""
+        return pack_mask(self.allowed_mask())
+
+    def allowed_ids(self) -> np.ndarray:
+        """Ids of the allowed tokens."""
+        return np.flatnonzero(self.allowed_mask())
+
+    def advance_many(self, token_ids) -> "ConstraintState | None":
+        state: ConstraintState | None = self
+        for t in token_ids:
+            if state is None:
+                return None
+            state = state.advance(int(t))
+        return state
+
+
+class FinishedState(ConstraintState):
+    """The state after EOS: accepting, allows nothing more."""
+
+    def __init__(self, vocab: "Vocabulary"):
+        self.vocab = vocab
+
+    def advance_bytes(self, data: bytes) -> "ConstraintState | None":
+        return self if not data else None
+
+    def advance(self, token_id: int) -> "ConstraintState | None":
+        return None
+
+    def is_accepting(self) -> bool:
+        return True
+
+    def is_finished(self) -> bool:
+        return True
+
+    def allowed_mask(self) -> np.ndarray:
+        return np.zeros(self.vocab.size, dtype=bool)
+
+
+class Constraint(abc.ABC):
+    """A tokenizer-independent constraint; ``start(vocab)`` binds it to a vocabulary.
+
+    Subclasses implement :meth:`compile`; its result is cached per vocabulary.
+    """
+
+    def __init__(self) -> None:
+        self._compiled: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @abc.abstractmethod
+    def compile(self, vocab: "Vocabulary") -> object:
+        """Build the vocabulary-specific tables; called once per vocabulary."""
+
+    @abc.abstractmethod
+    def initial_state(self, compiled: object, vocab: "Vocabulary") -> ConstraintState:
+        """The start state, given what :meth:`compile` returned."""
+
+    def compiled_for(self, vocab: "Vocabulary") -> object:
+        try:
+            compiled = self._compiled.get(vocab)
+        except AttributeError:  # subclass forgot super().__init__()
+            self._compiled = weakref.WeakKeyDictionary()
+            compiled = None
+        if compiled is None:
+            compiled = self.compile(vocab)
+            self._compiled[vocab] = compiled
+        return compiled
+
+    def start(self, vocab: "Vocabulary") -> ConstraintState:
+        """The initial state over ``vocab`` (a :class:`~guided.vocab.Vocabulary` or a HF tokenizer)."""
+        from guided.vocab import Vocabulary
+
+        if not isinstance(vocab, Vocabulary):
+            vocab = Vocabulary.from_tokenizer(vocab)
+        return self.initial_state(self.compiled_for(vocab), vocab)
+
+    def __and__(self, other: "Constraint") -> "Constraint":
+        from guided.product import Product
+
+        return Product(self, other)
+
+
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """Pack a bool mask into int32 words, bit ``i % 32`` of word ``i // 32`` is token ``i``."""
+    n_words = (len(mask) + 31) // 32
+    padded = np.zeros(n_words * 32, dtype=bool)
+    padded[: len(mask)] = mask
+    return np.packbits(padded, bitorder="little").view(np.int32)
+
+
+def unpack_mask(bitmask: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of :func:`pack_mask`."""
+    return np.unpackbits(bitmask.view(np.uint8), bitorder="little")[:size].astype(bool)

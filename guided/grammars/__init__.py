@@ -1,0 +1,30 @@
+"""Grammar constraints: regular expressions and Lark context-free grammars.
+
+    >>> from guided.grammars import Regex, Grammar, load_grammar
+    >>> Regex(r"[0-9]+").start(vocab)
+    >>> Grammar(open("my.lark").read(), start="start").start(vocab)
+    >>> load_grammar("json").start(vocab)            # a grammar shipped in this folder
+"""
+
+from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
+from guided.grammars.grammar import PYTHON_INDENTER, Grammar, GrammarState, IndenterSpec
+from guided.grammars.lark_loader import GrammarError
+from guided.grammars.regex import Regex, RegexState
+from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar, shipped_grammar_path
+
+__all__ = [
+    "ByteDFA",
+    "RegexError",
+    "RegexTooLargeError",
+    "EmptyLanguageError",
+    "Regex",
+    "RegexState",
+    "Grammar",
+    "GrammarState",
+    "GrammarError",
+    "IndenterSpec",
+    "PYTHON_INDENTER",
+    "load_grammar",
+    "shipped_grammar_path",
+    "SHIPPED_GRAMMARS",
+]

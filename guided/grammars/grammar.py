@@ -1,0 +1,505 @@
+"""``Grammar``: a constraint from a Lark context-free grammar, exact at the token level.
+
+    >>> g = Grammar('''
+    ...     start: pair ("," pair)*
+    ...     pair: NAME "=" NUMBER
+    ...     NAME: /[a-z]+/
+    ...     %import common.INT -> NUMBER
+    ...     %ignore " "
+    ... ''')
+    >>> state = g.start(vocab).advance_bytes(b"x = 1, y")
+    >>> state.allowed_mask()          # tokens that can follow "x = 1, y"
+
+Lexing is contextual and greedy (see ARCHITECTURE.md): at a lexeme start only the
+terminals the parser can take next (plus ``%ignore`` ones) are tried; the lexeme extends
+while any of them can; it ends at the first byte none can take, and only if what was read
+is a complete match.  The parser is an incremental Earley recogniser, so ambiguous
+grammars work.  A Python-style indenter (``postlex=PythonIndenter()``) turns newline
+lexemes into ``_NEWLINE``/``_INDENT``/``_DEDENT`` and ignores newlines inside brackets.
+
+Masks: for each lexer state the walk of every token is computed once (tokens that stay in
+the lexeme, and tokens that must end it, grouped by where); the parser only decides which
+groups go on, and their remainders are walked (and cached) from the next lexeme's start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from guided.constraint import Constraint, ConstraintState, FinishedState, pack_mask
+from guided.grammars.earley import Column, ParserTables
+from guided.grammars.lark_loader import GrammarError, load_lark
+from guided.grammars.lexer import LexerAutomaton, TokenTrie, WalkResult, trie_walk, walk_tokens
+
+__all__ = ["Grammar", "GrammarState", "GrammarError", "IndenterSpec", "PYTHON_INDENTER"]
+
+
+@dataclass(frozen=True)
+class IndenterSpec:
+    """Python-style indentation post-lexer (same fields as :class:`lark.indenter.Indenter`)."""
+
+    NL_type: str = "_NEWLINE"
+    OPEN_PAREN_types: tuple = ("LPAR", "LSQB", "LBRACE")
+    CLOSE_PAREN_types: tuple = ("RPAR", "RSQB", "RBRACE")
+    INDENT_type: str = "_INDENT"
+    DEDENT_type: str = "_DEDENT"
+    tab_len: int = 8
+
+    @staticmethod
+    def of(obj) -> "IndenterSpec":
+        if isinstance(obj, IndenterSpec):
+            return obj
+        return IndenterSpec(
+            obj.NL_type,
+            tuple(obj.OPEN_PAREN_types),
+            tuple(obj.CLOSE_PAREN_types),
+            obj.INDENT_type,
+            obj.DEDENT_type,
+            int(obj.tab_len),
+        )
+
+
+PYTHON_INDENTER = IndenterSpec()
+
+
+class Grammar(Constraint):
+    """Output must be a sentence of the Lark grammar ``text`` (rule ``start``).
+
+    ``postlex``: an indenter (``IndenterSpec`` or a ``lark.indenter.Indenter``) for
+    indentation-sensitive grammars.  Errors (syntax, undefined symbols, bad terminal
+    regexes, empty language) raise :class:`GrammarError` with a line and column.
+    """
+
+    def __init__(self, text: str, start: str = "start", *, postlex=None, import_paths=None, source: str = "<grammar>"):
+        super().__init__()
+        self.text = text
+        self.start_rule = start
+        self.compiled = _CompiledGrammar(text, start, postlex, import_paths, source)
+
+    @classmethod
+    def from_file(cls, path, start: str = "start", **kwargs) -> "Grammar":
+        """Load a ``.lark`` file (its folder is searched for ``%import``)."""
+        path = Path(path)
+        kwargs.setdefault("import_paths", [str(path.parent)])
+        return cls(path.read_text(encoding="utf-8"), start, source=str(path), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Grammar(<{len(self.text)} chars>, start={self.start_rule!r})"
+
+    def compile(self, vocab) -> "_VocabTables":
+        return _VocabTables(self.compiled, vocab)
+
+    def initial_state(self, compiled: "_VocabTables", vocab) -> "GrammarState":
+        p = self.compiled.initial_pstate()
+        return GrammarState(compiled, ((p, p.lex_start, b""),))
+
+
+class _CompiledGrammar:
+    """Vocabulary-independent part: parser tables, lexer automaton, indenter."""
+
+    def __init__(self, text, start, postlex, import_paths, source):
+        spec = load_lark(text, start, import_paths, source)
+        self.spec = spec
+        self.indenter = IndenterSpec.of(postlex) if postlex is not None else None
+        names = [t.name for t in spec.terminals] + list(spec.declared)
+        n_lexable = len(spec.terminals)
+        available = set(range(n_lexable))
+        if self.indenter is not None:
+            for special in (self.indenter.INDENT_type, self.indenter.DEDENT_type):
+                if special in names:
+                    available.add(names.index(special))
+        self.tables = ParserTables(spec.rules, names, start, available)
+        tid = self.tables.terminal_id
+        self.n_lexable = n_lexable
+        self.ignore = frozenset(tid[n] for n in spec.ignore if n in tid)
+        self.lexable = frozenset(range(n_lexable))
+        self.nl = self.indent = self.dedent = None
+        self.open_parens = self.close_parens = frozenset()
+        always: set = set()
+        if self.indenter is not None:
+            ind = self.indenter
+            if ind.NL_type not in tid:
+                raise GrammarError(f"the indenter's newline terminal {ind.NL_type} is not in the grammar")
+            self.nl = tid[ind.NL_type]
+            self.indent = tid.get(ind.INDENT_type)
+            self.dedent = tid.get(ind.DEDENT_type)
+            self.open_parens = frozenset(tid[n] for n in ind.OPEN_PAREN_types if n in tid)
+            self.close_parens = frozenset(tid[n] for n in ind.CLOSE_PAREN_types if n in tid)
+            self.tab_len = ind.tab_len
+            always.add(self.nl)
+        self.always = frozenset(always) | self.ignore
+        priority_keys = [(t.priority, t.is_literal) for t in spec.terminals]
+        self.lexer = LexerAutomaton([t.dfa for t in spec.terminals], priority_keys)
+        self._lex_starts: dict = {}
+        self._initial = None
+
+    def lex_start(self, allowed: frozenset) -> int:
+        q = self._lex_starts.get(allowed)
+        if q is None:
+            q = self._lex_starts[allowed] = self.lexer.start_for((allowed & self.lexable) | self.always)
+        return q
+
+    def initial_pstate(self) -> "PState":
+        if self._initial is None:
+            self._initial = PState(self, self.tables.initial(), 0, (0,))
+        return self._initial
+
+
+class PState:
+    """Parser state after some lexemes: Earley column plus indenter state. Immutable."""
+
+    __slots__ = ("g", "col", "paren", "indents", "lex_start", "_feeds", "_eof", "masks", "__weakref__")
+
+    def __init__(self, g: _CompiledGrammar, col: Column, paren: int, indents: tuple):
+        self.g = g
+        self.col = col
+        self.paren = paren
+        self.indents = indents
+        self.lex_start = g.lex_start(col.allowed)
+        self._feeds: dict = {}
+        self._eof = None
+        self.masks: dict = {}
+
+    def indent_sensitive(self, terminals: tuple) -> bool:
+        g = self.g
+        return g.nl is not None and self.paren == 0 and g.nl in terminals
+
+    def feed(self, terminals: tuple, indent: int = 0) -> tuple:
+        """Parser states after a lexeme that is one of ``terminals`` (ties = ambiguity)."""
+        key = (terminals, indent)
+        hit = self._feeds.get(key)
+        if hit is not None:
+            return hit
+        out = []
+        for t in terminals:
+            p = self._feed_one(t, indent)
+            if p is not None and all(p is not o for o in out):
+                out.append(p)
+        result = tuple(out)
+        self._feeds[key] = result
+        return result
+
+    def _feed_one(self, t: int, indent: int) -> "PState | None":
+        g = self.g
+        if t == g.nl:
+            if self.paren > 0:
+                return self
+            col = self.col.scan(t)
+            if col is None:
+                return None
+            indents = self.indents
+            if indent > indents[-1]:
+                if g.indent is None:
+                    return None
+                col = col.scan(g.indent)
+                indents = indents + (indent,)
+            else:
+                while indent < indents[-1]:
+                    if col is None or g.dedent is None:
+                        return None
+                    col = col.scan(g.dedent)
+                    indents = indents[:-1]
+                if indent != indents[-1]:
+                    return None
+            return None if col is None else PState(g, col, self.paren, indents)
+        if t in g.ignore:
+            return self
+        col = self.col.scan(t)
+        if col is None:
+            return None
+        paren = self.paren
+        if t in g.open_parens:
+            paren += 1
+        elif t in g.close_parens:
+            if paren == 0:
+                return None
+            paren -= 1
+        return PState(g, col, paren, self.indents)
+
+    def eof_ok(self) -> bool:
+        """True if the input may end right here (after the indenter's closing dedents)."""
+        if self._eof is None:
+            col = self.col
+            for _ in self.indents[1:]:
+                col = col.scan(self.g.dedent) if col is not None else None
+            self._eof = col is not None and col.accepting
+        return self._eof
+
+    def can_continue(self) -> bool:
+        return bool(self.col.allowed) or self.eof_ok()
+
+
+def _indent_of(tail: bytes, tab_len: int) -> int:
+    return tail.count(b" ") + tail.count(b"\t") * tab_len
+
+
+def _cut_tail(tail: bytes) -> bytes:
+    k = tail.rfind(b"\n")
+    return tail if k < 0 else tail[k + 1 :]
+
+
+_TRIES: dict = {}
+
+
+def _trie_of(vocab) -> TokenTrie:
+    hit = _TRIES.get(id(vocab))
+    if hit is None or hit[0] is not vocab:
+        hit = _TRIES[id(vocab)] = (vocab, TokenTrie(vocab))
+    return hit[1]
+
+
+class _VocabTables:
+    """Per-vocabulary caches: the walk of every token from each lexer state."""
+
+    def __init__(self, g: _CompiledGrammar, vocab):
+        self.g = g
+        self.vocab = vocab
+        self.top: dict[int, WalkResult] = {}
+        self.all_ids = np.flatnonzero(vocab.usable)
+        self.eos_list = np.asarray(sorted(vocab.eos_ids), dtype=np.int64)
+        self.eos_ids = vocab.eos_ids
+        self.special_ids = vocab.special_ids
+        self.trie = _trie_of(vocab)
+
+    def top_walk(self, q: int) -> WalkResult:
+        hit = self.top.get(q)
+        if hit is None:
+            hit = self.top[q] = trie_walk(self.g.lexer, self.trie, q, None, self.vocab.size)
+        return hit
+
+    def child_walk(self, node: WalkResult, key, ids, offs, q0: int, roots=None) -> WalkResult:
+        hit = node.children.get(key)
+        if hit is None:
+            if roots is not None:  # whole subtrees from the first byte: walk the trie again
+                hit = trie_walk(self.g.lexer, self.trie, q0, roots, self.vocab.size)
+            else:
+                hit = walk_tokens(self.g.lexer, self.vocab, q0, ids, offs, full=False)
+            node.children[key] = hit
+        return hit
+
+    def indents(self, ids, begin, end, tail_indent: int) -> np.ndarray:
+        """Indentation after each token's lexeme part ``[begin, end)`` (vectorised)."""
+        vocab = self.vocab
+        length = end - begin
+        width = int(length.max()) if len(length) else 0
+        if width == 0:
+            return np.full(len(ids), tail_indent, dtype=np.int64)
+        cols = np.arange(width)
+        valid = cols[None, :] < length[:, None]
+        idx = vocab.offsets[ids][:, None] + begin[:, None] + cols[None, :]
+        idx = np.where(valid, idx, 0)
+        m = np.where(valid, vocab.flat_bytes[idx], 0)
+        nl_pos = np.where(m == 10, cols[None, :], -1).max(axis=1)
+        after = cols[None, :] > nl_pos[:, None]
+        spaces = ((m == 32) & after).sum(axis=1) + self.g.tab_len * ((m == 9) & after).sum(axis=1)
+        return np.where(nl_pos >= 0, spaces, tail_indent + spaces)
+
+
+class GrammarState(ConstraintState):
+    """Immutable: ``branches`` are ``(parser state, lexer state, lexeme tail)`` triples.
+
+    More than one branch only when a lexeme ties between terminals (grammar ambiguity at
+    the lexical level).  The tail (bytes of the lexeme after its last newline) is kept only
+    for indentation-sensitive grammars.
+    """
+
+    __slots__ = ("tables", "branches", "vocab", "_mask", "_accepting")
+
+    def __init__(self, tables: _VocabTables, branches: tuple):
+        self.tables = tables
+        self.branches = branches
+        self.vocab = tables.vocab
+        self._mask = None
+        self._accepting = None
+
+    def __repr__(self) -> str:
+        return f"GrammarState({len(self.branches)} branch(es))"
+
+    # -- bytes ----------------------------------------------------------------------------------
+    def advance_bytes(self, data: bytes) -> "GrammarState | None":
+        out: list = []
+        for p, q, tail in self.branches:
+            _walk_bytes(self.tables.g, p, q, tail, data, 0, out)
+        if not out:
+            return None
+        if len(out) > 1:
+            seen = set()
+            uniq = []
+            for p, q, tail in out:
+                key = (id(p), q, tail)
+                if key not in seen:
+                    seen.add(key)
+                    uniq.append((p, q, tail))
+            out = uniq
+        return GrammarState(self.tables, tuple(out))
+
+    def advance(self, token_id: int) -> "ConstraintState | None":
+        t = self.tables
+        if token_id in t.eos_ids:
+            return FinishedState(self.vocab) if self.is_accepting() else None
+        if token_id in t.special_ids or not 0 <= token_id < self.vocab.size:
+            return None
+        data = self.vocab.token_bytes[token_id]
+        if not data:
+            return None
+        nxt = self.advance_bytes(data)
+        return nxt if nxt is not None and nxt.is_live() else None
+
+    def allows(self, token_id: int) -> bool:
+        if self._mask is not None:
+            return bool(self._mask[token_id])
+        return self.advance(token_id) is not None
+
+    def is_accepting(self) -> bool:
+        if self._accepting is None:
+            g = self.tables.g
+            self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
+        return self._accepting
+
+    def is_live(self) -> bool:
+        g = self.tables.g
+        lex = g.lexer
+        for p, q, tail in self.branches:
+            if lex.is_start(q):
+                if p.can_continue():
+                    return True
+                continue
+            lex.rows_of(q)
+            if lex.can_extend[q]:
+                return True
+            best = lex.best[q]
+            if best and any(p2.can_continue() for p2 in p.feed(best, _branch_indent(g, p, best, tail))):
+                return True
+        return False
+
+    # -- masks -----------------------------------------------------------------------------------
+    def allowed_mask(self) -> np.ndarray:
+        """Read-only boolean mask over the vocabulary (shared with caches; copy to modify)."""
+        if self._mask is not None:
+            return self._mask
+        mask = None
+        for p, q, tail in self.branches:
+            m = _branch_mask(self.tables, p, q, tail)
+            mask = m if mask is None else (mask | m)
+        if self.is_accepting() and not mask[self.tables.eos_list].all():
+            mask = mask.copy()
+            mask[self.tables.eos_list] = True
+        mask.flags.writeable = False
+        self._mask = mask
+        return mask
+
+    def allowed_bitmask(self) -> np.ndarray:
+        return pack_mask(self.allowed_mask())
+
+
+def _branch_indent(g: _CompiledGrammar, p: PState, best: tuple, tail: bytes) -> int:
+    return _indent_of(tail, g.tab_len) if p.indent_sensitive(best) else 0
+
+
+def _branch_accepting(g: _CompiledGrammar, p: PState, q: int, tail: bytes) -> bool:
+    lex = g.lexer
+    if lex.is_start(q):
+        return p.eof_ok()
+    best = lex.best[q]
+    return bool(best) and any(p2.eof_ok() for p2 in p.feed(best, _branch_indent(g, p, best, tail)))
+
+
+def _walk_bytes(g: _CompiledGrammar, p: PState, q: int, tail: bytes, data: bytes, i: int, out: list) -> None:
+    """Read ``data[i:]`` from branch ``(p, q, tail)``; append the surviving branches to ``out``."""
+    lex = g.lexer
+    rows = lex.rows
+    track = g.indenter is not None
+    n = len(data)
+    seg_start = i
+    while i < n:
+        row = rows[q] or lex.expand(q)
+        nq = row[data[i]]
+        if nq >= 0:
+            q = nq
+            i += 1
+            continue
+        best = lex.best[q]
+        if not best:
+            return
+        indent = 0
+        if track:
+            tail = _cut_tail(tail + data[seg_start:i])
+            if p.indent_sensitive(best):
+                indent = _indent_of(tail, g.tab_len)
+        nexts = p.feed(best, indent)
+        if not nexts:
+            return
+        for p2 in nexts[1:]:
+            _walk_bytes(g, p2, p2.lex_start, b"", data, i, out)
+        p = nexts[0]
+        q = p.lex_start
+        tail = b""
+        seg_start = i
+    if track:
+        tail = _cut_tail(tail + data[seg_start:])
+    out.append((p, q, tail))
+
+
+def _branch_mask(tables: _VocabTables, p: PState, q: int, tail: bytes) -> np.ndarray:
+    key = (q, tail)
+    hit = p.masks.get(key)
+    if hit is not None:
+        return hit
+    g = tables.g
+    top = tables.top_walk(q)
+    if not top.groups:
+        mask = top.inside
+    else:
+        mask = top.inside.copy()
+        tail_indent = _indent_of(tail, g.tab_len) if g.indenter is not None else 0
+        _apply_groups(tables, top, p, tail_indent, True, mask)
+        mask.flags.writeable = False
+    p.masks[key] = mask
+    return mask
+
+
+_SMALL_GROUP = 24
+
+
+def _apply_groups(tables: _VocabTables, node: WalkResult, p: PState, tail_indent: int, top: bool, mask: np.ndarray) -> None:
+    """Mark the tokens of ``node``'s lexeme-ending groups that the parser lets continue."""
+    lex = tables.g.lexer
+    for q_k, ids, end, begin, roots in node.groups:
+        best = lex.best[q_k]
+        if p.indent_sensitive(best):
+            indents = tables.indents(ids, begin, end, tail_indent)
+            for indent in np.unique(indents).tolist():
+                sel = indents == indent
+                sub_ids, sub_end = ids[sel], end[sel]
+                for p2 in p.feed(best, indent):
+                    key = (q_k, p2.lex_start, indent, tail_indent if top else 0)
+                    sub_roots = roots if roots is not None and bool(sel.all()) else None
+                    child = tables.child_walk(node, key, sub_ids, sub_end, p2.lex_start, sub_roots)
+                    mask[child.inside_ids] = True
+                    if child.groups:
+                        _apply_groups(tables, child, p2, 0, False, mask)
+            continue
+        if len(ids) <= _SMALL_GROUP:  # a few tokens: plain byte walks beat numpy's overhead
+            nexts = p.feed(best, 0)
+            token_bytes = tables.vocab.token_bytes
+            g = tables.g
+            for t, k in zip(ids.tolist(), end.tolist()):
+                if mask[t]:
+                    continue
+                data = token_bytes[t]
+                for p2 in nexts:
+                    out: list = []
+                    _walk_bytes(g, p2, p2.lex_start, b"", data, k, out)
+                    if out:
+                        mask[t] = True
+                        break
+            continue
+        for p2 in p.feed(best, 0):
+            key = (q_k, p2.lex_start)
+            child = tables.child_walk(node, key, ids, end, p2.lex_start, roots)
+            mask[child.inside_ids] = True
+            if child.groups:
+                _apply_groups(tables, child, p2, 0, False, mask)

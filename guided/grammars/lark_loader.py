@@ -1,0 +1,173 @@
+"""Read a Lark grammar (EBNF text) into plain BNF rules and byte-DFA terminals.
+
+    >>> spec = load_lark('start: NAME ("," NAME)*\\nNAME: /[a-z]+/\\n%ignore " "', start="start")
+    >>> [t.name for t in spec.terminals], spec.ignore
+    (['NAME', 'COMMA', '__IGNORE_0'], ('__IGNORE_0',))
+
+Lark does the front end (``%import``, templates, EBNF operators, terminal algebra); we take
+its compiled rules and terminal regexes.  Every terminal is compiled to a
+:class:`~guided.grammars.bytedfa.ByteDFA`; a few well-known Lark terminals written with
+lookbehind and lazy quantifiers (``common.ESCAPED_STRING``, Python's string literals) are
+swapped for DFA-friendly regexes with the same meaning under longest-match lexing.
+
+Every failure is a :class:`GrammarError` carrying the line and column when one is known.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guided.constraint import ConstraintError
+from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
+
+__all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark"]
+
+
+class GrammarError(ConstraintError):
+    """A grammar that cannot be used; ``line``/``column`` (1-based) locate it when known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None, name: str | None = None):
+        self.line = line
+        self.column = column
+        self.name = name
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+@dataclass(frozen=True)
+class TerminalSpec:
+    name: str
+    regex: str  # Python regex, flags folded in
+    priority: int
+    is_literal: bool  # a string literal (beats regexes at equal priority)
+    dfa: ByteDFA = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GrammarSpec:
+    terminals: tuple[TerminalSpec, ...]
+    rules: tuple[tuple[str, tuple[str, ...]], ...]  # (lhs, rhs symbols); terminal names are upper-case
+    ignore: tuple[str, ...]
+    start: str
+    declared: tuple[str, ...]  # %declare'd terminals (no pattern; produced by a post-lexer)
+
+
+# Lark's own terminals that use lookbehind / lazy repeats, and DFA equivalents.  Under
+# longest-match lexing a lazy "shortest closing quote" match equals a regex whose body
+# cannot contain an unescaped closing quote.
+_STR_BODY = r"(?:[^{q}\\\n]|\\[^\n])*"
+_LONG_BODY = r"(?:[^{q}\\]|\\[\s\S]|{q}(?:[^{q}\\]|\\[\s\S])|{q}{q}(?:[^{q}\\]|\\[\s\S]))*"
+_DFA_EQUIVALENTS = {
+    # common.ESCAPED_STRING
+    r'".*?(?<!\\)(\\\\)*?"': '"' + _STR_BODY.format(q='"') + '"',
+    # python.lark STRING (flags i) and LONG_STRING (flags is)
+    r'([ubf]?r?|r[ubf])("(?!"").*?(?<!\\)(\\\\)*?"|\'(?!\'\').*?(?<!\\)(\\\\)*?\')': (
+        r"([ubf]?r?|r[ubf])(" + '"' + _STR_BODY.format(q='"') + '"|' + "'" + _STR_BODY.format(q="'") + "')"
+    ),
+    r'([ubf]?r?|r[ubf])(""".*?(?<!\\)(\\\\)*?"""|\'\'\'.*?(?<!\\)(\\\\)*?\'\'\')': (
+        r"([ubf]?r?|r[ubf])("
+        + '"""' + _LONG_BODY.format(q='"') + '"""|'
+        + "'''" + _LONG_BODY.format(q="'") + "''')"
+    ),
+}
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _locate_use(text: str, name: str) -> tuple[int | None, int | None]:
+    """Line/column of the first use of ``name`` that is not its definition."""
+    for m in re.finditer(r"(?<![\w.])" + re.escape(name) + r"(?!\w)", text):
+        rest = text[m.end() :].lstrip(" \t")
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        if text[line_start : m.start()].strip(" \t?!_") == "" and (rest[:1] in (":", ".")):
+            continue  # the definition itself
+        return _line_col(text, m.start())
+    return None, None
+
+
+def _locate_definition(text: str, name: str) -> tuple[int | None, int | None]:
+    m = re.search(r"^[ \t]*[?!]?" + re.escape(name) + r"\b", text, re.M)
+    if m is None:
+        return None, None
+    return _line_col(text, m.start() + len(m.group(0)) - len(name))
+
+
+_FLAG_BITS = {"i": re.IGNORECASE, "s": re.DOTALL, "x": re.VERBOSE, "m": re.MULTILINE, "u": 0, "l": re.LOCALE}
+
+
+def _terminal_dfa(text: str, tdef) -> TerminalSpec:
+    from lark.lexer import PatternStr
+
+    pattern = tdef.pattern
+    is_literal = isinstance(pattern, PatternStr)
+    if is_literal:
+        source = re.escape(pattern.value)
+    else:
+        source = _DFA_EQUIVALENTS.get(pattern.value, pattern.value)
+    flags = 0
+    for f in pattern.flags:
+        flags |= _FLAG_BITS.get(f, 0)
+    try:
+        if is_literal and not flags:
+            dfa = ByteDFA.literal(pattern.value.encode("utf-8"))
+        else:
+            dfa = ByteDFA.from_regex(source, flags)
+    except EmptyLanguageError:
+        line, col = _locate_definition(text, tdef.name)
+        raise GrammarError(f"terminal {tdef.name} matches no string", line, col, tdef.name) from None
+    except RegexTooLargeError as exc:
+        line, col = _locate_definition(text, tdef.name)
+        raise GrammarError(f"terminal {tdef.name} is too large to compile: {exc}", line, col, tdef.name) from None
+    except RegexError as exc:
+        line, col = _locate_definition(text, tdef.name)
+        raise GrammarError(f"terminal {tdef.name}: {exc}", line, col, tdef.name) from None
+    if dfa.matches_empty:
+        line, col = _locate_definition(text, tdef.name)
+        raise GrammarError(f"terminal {tdef.name} matches the empty string", line, col, tdef.name)
+    return TerminalSpec(tdef.name, source if not is_literal else re.escape(pattern.value), tdef.priority, is_literal, dfa)
+
+
+def load_lark(text: str, start: str = "start", import_paths: list | None = None, source: str = "<grammar>") -> GrammarSpec:
+    """Parse Lark grammar ``text`` and return its BNF rules and compiled terminals."""
+    from lark.exceptions import GrammarError as LarkGrammarError
+    from lark.exceptions import LarkError, UnexpectedInput
+    from lark.load_grammar import load_grammar
+
+    if not isinstance(text, str):
+        raise GrammarError("grammar text must be a str")
+    try:
+        grammar, _ = load_grammar(text, source, import_paths or [], False)
+        terminals, rules, ignore = grammar.compile([start], set())
+    except UnexpectedInput as exc:
+        line, col = getattr(exc, "line", None), getattr(exc, "column", None)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
+        raise GrammarError(f"invalid Lark grammar: {first}", line, col) from None
+    except LarkGrammarError as exc:
+        msg = str(exc)
+        m = re.search(r"at line (\d+) column (\d+)", msg)
+        if m:
+            raise GrammarError(f"invalid Lark grammar: {msg.splitlines()[0]}", int(m.group(1)), int(m.group(2))) from None
+        m = re.search(r"(?:Rule|Terminal|Symbol) '?([\w.]+)'? (?:used but not defined|is used but not defined)", msg)
+        if m is None:
+            m = re.search(r"'([\w.]+)'", msg)
+        name = m.group(1) if m else None
+        line, col = _locate_use(text, name) if name else (None, None)
+        raise GrammarError(f"invalid Lark grammar: {msg.splitlines()[0]}", line, col, name) from None
+    except (LarkError, KeyError, IOError) as exc:
+        raise GrammarError(f"invalid Lark grammar: {type(exc).__name__}: {exc}") from None
+    specs = tuple(_terminal_dfa(text, tdef) for tdef in terminals)
+    bnf = tuple((r.origin.name, tuple(s.name for s in r.expansion)) for r in rules)
+    known = {t.name for t in specs}
+    term_uses = {s.name for r in rules for s in r.expansion if s.is_term}
+    declared = tuple(sorted(term_uses - known))
+    return GrammarSpec(specs, bnf, tuple(ignore), start, declared)
+
+
+def read_lark_file(path) -> str:
+    """Text of a ``.lark`` file (a helper for ``Grammar.from_file``)."""
+    return Path(path).read_text(encoding="utf-8")

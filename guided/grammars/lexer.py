@@ -1,0 +1,344 @@
+"""The contextual greedy lexer as one lazily built DFA over bytes, and vectorised token walks.
+
+    >>> lex = LexerAutomaton(terminal_dfas, priorities)
+    >>> q = lex.start_for(frozenset({NUMBER, WS}))    # a lexeme start, these terminals allowed
+    >>> q = lex.rows_of(q)[ord("4")]                  # -1: no allowed terminal continues
+    >>> lex.best[q]                                   # terminals this lexeme would be, if it ended here
+
+A lexer state is the set of ``(terminal, terminal-DFA state)`` pairs still alive in the
+current lexeme.  It does not depend on where the lexeme started, so every state (and every
+table computed for it) is shared by all parser states and positions.  A lexeme-start state
+carries a marker so that "nothing read yet" is never confused with a state reached by
+reading bytes.
+
+``best[q]`` resolves priorities: the terminals whose DFA accepts, restricted to the highest
+``(priority, is_literal)``; remaining ties are parser ambiguity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from guided.grammars.lark_loader import GrammarError
+
+__all__ = ["LexerAutomaton", "WalkResult", "walk_tokens"]
+
+_UNEXPANDED = -2
+_START_MARK = (-1, 0)
+
+
+class LexerAutomaton:
+    """Union of terminal DFAs, determinised on demand; states are interned pair-sets."""
+
+    def __init__(self, dfas: list, priority_keys: list, max_states: int = 200_000):
+        self.dfas = dfas
+        self.trans_of = [d.trans for d in dfas]
+        self.acc_of = [d.accepting_list for d in dfas]
+        self.start_of = [d.start for d in dfas]
+        self.priority_keys = priority_keys
+        self.max_states = max_states
+        self.pairs: list[tuple] = []
+        self.index: dict[tuple, int] = {}
+        self.best: list[tuple] = []
+        self.rows: list = []  # Python rows (list of 256 ints) once expanded, else None
+        self.can_extend: list = []
+        self.trans = np.full((64, 256), _UNEXPANDED, dtype=np.int32)
+        self._starts: dict[frozenset, int] = {}
+
+    def start_for(self, terminals: frozenset) -> int:
+        """The lexeme-start state where ``terminals`` are allowed."""
+        q = self._starts.get(terminals)
+        if q is None:
+            pairs = (_START_MARK,) + tuple((t, self.start_of[t]) for t in sorted(terminals))
+            q = self._starts[terminals] = self._intern(pairs)
+        return q
+
+    def is_start(self, q: int) -> bool:
+        return self.pairs[q][:1] == (_START_MARK,)
+
+    def _intern(self, pairs: tuple) -> int:
+        q = self.index.get(pairs)
+        if q is not None:
+            return q
+        q = len(self.pairs)
+        if q >= self.max_states:
+            raise GrammarError(f"lexer needs more than {self.max_states} states (terminals too large)")
+        self.index[pairs] = q
+        self.pairs.append(pairs)
+        acc = [t for t, s in pairs if t >= 0 and self.acc_of[t][s]]
+        if acc:
+            top = max(self.priority_keys[t] for t in acc)
+            acc = [t for t in acc if self.priority_keys[t] == top]
+        self.best.append(tuple(acc))
+        self.rows.append(None)
+        self.can_extend.append(None)
+        if q >= len(self.trans):
+            grown = np.full((2 * len(self.trans), 256), _UNEXPANDED, dtype=np.int32)
+            grown[: len(self.trans)] = self.trans
+            self.trans = grown
+        return q
+
+    def expand(self, q: int) -> list:
+        """Compute (once) the 256 successors of ``q``; return them as a Python list."""
+        row = self.rows[q]
+        if row is not None:
+            return row
+        live = [(t, s) for t, s in self.pairs[q] if t >= 0]
+        out = np.full(256, -1, dtype=np.int32)
+        if len(live) == 1:
+            t, s = live[0]
+            succ = self.trans_of[t][s]
+            for s2 in np.unique(succ[succ >= 0]).tolist():
+                out[succ == s2] = self._intern(((t, s2),))
+        elif live:
+            m = np.stack([self.trans_of[t][s] for t, s in live])  # [k, 256]
+            alive = (m >= 0).any(axis=0)
+            cols = np.flatnonzero(alive)
+            if len(cols):
+                uniq, inverse = np.unique(m[:, cols].T, axis=0, return_inverse=True)
+                ids = []
+                for u in uniq.tolist():
+                    ids.append(self._intern(tuple((live[j][0], s2) for j, s2 in enumerate(u) if s2 >= 0)))
+                out[cols] = np.asarray(ids, dtype=np.int32)[inverse.reshape(-1)]
+        self.trans[q] = out
+        row = out.tolist()
+        self.rows[q] = row
+        self.can_extend[q] = bool((out >= 0).any())
+        return row
+
+    def rows_of(self, q: int) -> list:
+        return self.rows[q] or self.expand(q)
+
+
+class WalkResult:
+    """Where tokens go when read from one lexer state (a node of the walk tree).
+
+    ``inside``: ids (or, at the top, a bool mask) of tokens that end inside the lexeme;
+    ``groups``: for each accepting state ``q_k`` where tokens had to end the lexeme,
+    ``(q_k, ids, end_offsets, begin_offsets)``; ``children`` caches the walks of a group's
+    remaining bytes from the next lexeme's start state.
+    """
+
+    __slots__ = ("inside", "inside_ids", "groups", "children")
+
+    def __init__(self, inside, inside_ids, groups):
+        self.inside = inside
+        self.inside_ids = inside_ids
+        self.groups = groups
+        self.children: dict = {}
+
+
+def walk_tokens(lex: LexerAutomaton, vocab, q0: int, ids: np.ndarray, offs: np.ndarray | int, full: bool) -> WalkResult:
+    """Read tokens ``ids`` from byte ``offs`` on, starting in lexer state ``q0``.
+
+    A token that reaches its end alive is *inside*; one that meets a byte no allowed
+    terminal takes is recorded with the state before that byte (only if that state
+    completes a lexeme: otherwise the token is impossible).
+    """
+    flat = vocab.flat_bytes
+    lengths = vocab.lengths
+    if isinstance(offs, (int, np.integer)):
+        offs = np.full(len(ids), int(offs), dtype=np.int64)
+    pos = vocab.offsets[ids] + offs
+    remaining = lengths[ids] - offs
+    active_ids, active_begin = ids, offs
+    inside_ids: list = []
+    deaths: dict = {}  # pre-death state -> list of (ids, end offsets, begin offsets)
+    best = lex.best
+    # level 0: every token starts in q0, so one row lookup serves all of them
+    lex.rows_of(q0)
+    row = lex.trans[q0]
+    st = row[flat[pos]]
+    dead = st < 0
+    if dead.any():
+        if best[q0]:
+            deaths[q0] = [(active_ids[dead], active_begin[dead], active_begin[dead])]
+        alive = ~dead
+    else:
+        alive = None
+    j = 1
+    while True:
+        finished = remaining == j if alive is None else alive & (remaining == j)
+        if finished.any():
+            inside_ids.append(active_ids[finished])
+        keep = remaining > j if alive is None else alive & (remaining > j)
+        active_ids, active_begin = active_ids[keep], active_begin[keep]
+        pos, remaining, st = pos[keep], remaining[keep], st[keep]
+        if not len(active_ids):
+            break
+        b = flat[pos + j]
+        trans = lex.trans
+        nst = trans[st, b]
+        unexpanded = nst == _UNEXPANDED
+        if unexpanded.any():
+            for q in np.unique(st[unexpanded]).tolist():
+                lex.expand(q)
+            nst = lex.trans[st, b]
+        dead = nst < 0
+        if dead.any():
+            d_ids, d_begin, d_state = active_ids[dead], active_begin[dead], st[dead]
+            first = int(d_state[0])
+            if (d_state == first).all():
+                if best[first]:
+                    deaths.setdefault(first, []).append((d_ids, d_begin + j, d_begin))
+            else:
+                for q in np.unique(d_state).tolist():
+                    if best[q]:
+                        sel = d_state == q
+                        deaths.setdefault(q, []).append((d_ids[sel], d_begin[sel] + j, d_begin[sel]))
+            alive = ~dead
+        else:
+            alive = None
+        st = nst
+        j += 1
+    inside = np.concatenate(inside_ids) if inside_ids else np.zeros(0, dtype=np.int64)
+    groups = []
+    for q, parts in deaths.items():
+        if len(parts) == 1:
+            groups.append((q, *parts[0], None))
+        else:
+            groups.append((q, *(np.concatenate([p[k] for p in parts]) for k in range(3)), None))
+    if full:
+        mask = np.zeros(vocab.size, dtype=bool)
+        mask[inside] = True
+        mask.flags.writeable = False
+        return WalkResult(mask, inside, groups)
+    return WalkResult(None, inside, groups)
+
+
+class TokenTrie:
+    """The vocabulary's tokens as a byte trie laid out level by level (for pruned walks).
+
+    Level ``j`` holds one node per distinct ``(j+1)``-byte prefix; a node's tokens (all
+    tokens with that prefix) are the contiguous range ``[lo, hi)`` of ``sorted_ids``, its
+    children a contiguous range of level ``j+1``, and the ``n_end`` tokens that are exactly
+    that prefix come first in its range.
+    """
+
+    def __init__(self, vocab):
+        ids = np.flatnonzero(vocab.usable)
+        order = sorted(ids.tolist(), key=vocab.token_bytes.__getitem__)
+        self.sorted_ids = np.asarray(order, dtype=np.int64)
+        lengths = vocab.lengths[self.sorted_ids]
+        starts = vocab.offsets[self.sorted_ids]
+        flat = vocab.flat_bytes
+        n = len(order)
+        self.byte: list = []
+        self.lo: list = []
+        self.hi: list = []
+        self.n_end: list = []
+        self.child_lo: list = []
+        self.child_n: list = []
+        node_of = np.zeros(n, dtype=np.int64)  # level-(j-1) node of each token (valid where length > j-1)
+        members = np.arange(n)
+        j = 0
+        while len(members):
+            b = flat[starts[members] + j].astype(np.int64)
+            parent = node_of[members]
+            new = np.ones(len(members), dtype=bool)
+            new[1:] = (b[1:] != b[:-1]) | (parent[1:] != parent[:-1])
+            node = np.cumsum(new) - 1
+            first = np.flatnonzero(new)
+            self.byte.append(b[first])
+            self.lo.append(members[first])
+            counts = np.diff(np.append(first, len(members)))
+            last = members[first + counts - 1]
+            # a node's token range runs to the last token sharing its prefix (all deeper tokens included)
+            self.hi.append(last + 1)
+            ends = lengths[members] == j + 1
+            self.n_end.append(np.bincount(node[ends], minlength=len(first)))
+            if j > 0:
+                par = parent[first]
+                self.child_lo[j - 1] = np.searchsorted(par, np.arange(len(self.lo[j - 1])))
+                self.child_n[j - 1] = np.bincount(par, minlength=len(self.lo[j - 1]))
+            self.child_lo.append(np.zeros(len(first), dtype=np.int64))
+            self.child_n.append(np.zeros(len(first), dtype=np.int64))
+            node_of[members] = node
+            members = members[lengths[members] > j + 1]
+            j += 1
+
+    def ids_of(self, level: int, nodes: np.ndarray) -> np.ndarray:
+        """Token ids of the subtrees of ``nodes`` at ``level``."""
+        lo, hi = self.lo[level][nodes], self.hi[level][nodes]
+        return self.sorted_ids[_ranges(lo, hi)]
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(lo[i], hi[i])``."""
+    sizes = hi - lo
+    total = int(sizes.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    return np.arange(total) + offsets
+
+
+def trie_walk(lex: LexerAutomaton, trie: TokenTrie, q0: int, roots: np.ndarray | None, size: int) -> WalkResult:
+    """Walk every token (or those under level-0 ``roots``) from ``q0`` down the trie.
+
+    Dead subtrees are pruned at once; groups are as in :func:`walk_tokens`, and a group of
+    tokens that die on their first byte also keeps its level-0 nodes (``roots``) so that
+    its remainder can be walked down the trie again.
+    """
+    best = lex.best
+    lex.rows_of(q0)
+    nodes = np.arange(len(trie.byte[0])) if roots is None else roots
+    st = lex.trans[q0][trie.byte[0][nodes]]
+    inside_parts: list = []
+    deaths: dict = {}
+    level = 0
+    while True:
+        dead = st < 0
+        if dead.any():
+            d_nodes = nodes[dead]
+            if level == 0:
+                if best[q0]:
+                    ids = trie.ids_of(0, d_nodes)
+                    zeros = np.zeros(len(ids), dtype=np.int64)
+                    deaths.setdefault(q0, []).append((ids, zeros, zeros, d_nodes))
+            else:
+                d_prev = prev_state[dead]
+                for q in np.unique(d_prev).tolist():
+                    if best[q]:
+                        sel = d_prev == q
+                        ids = trie.ids_of(level, d_nodes[sel])
+                        deaths.setdefault(q, []).append(
+                            (ids, np.full(len(ids), level, dtype=np.int64), np.zeros(len(ids), dtype=np.int64), None)
+                        )
+            nodes, st = nodes[~dead], st[~dead]
+        if not len(nodes):
+            break
+        n_end = trie.n_end[level][nodes]
+        has_end = n_end > 0
+        if has_end.any():
+            lo = trie.lo[level][nodes[has_end]]
+            inside_parts.append(trie.sorted_ids[_ranges(lo, lo + n_end[has_end])])
+        c_lo, c_n = trie.child_lo[level][nodes], trie.child_n[level][nodes]
+        has_child = c_n > 0
+        if not has_child.any() or level + 1 >= len(trie.byte):
+            break
+        children = _ranges(c_lo[has_child], c_lo[has_child] + c_n[has_child])
+        prev_state = np.repeat(st[has_child], c_n[has_child])
+        level += 1
+        b = trie.byte[level][children]
+        nst = lex.trans[prev_state, b]
+        unexpanded = nst == _UNEXPANDED
+        if unexpanded.any():
+            for q in np.unique(prev_state[unexpanded]).tolist():
+                lex.expand(q)
+            nst = lex.trans[prev_state, b]
+        nodes, st = children, nst
+    inside = np.concatenate(inside_parts) if inside_parts else np.zeros(0, dtype=np.int64)
+    groups = []
+    for q, parts in deaths.items():
+        if len(parts) == 1:
+            groups.append((q, *parts[0]))
+        else:
+            roots_part = next((p[3] for p in parts if p[3] is not None), None)
+            cat = [np.concatenate([p[k] for p in parts]) for k in range(3)]
+            # roots only describe the whole group when every part is a level-0 death
+            groups.append((q, *cat, roots_part if all(p[3] is not None for p in parts) else None))
+    mask = np.zeros(size, dtype=bool)
+    mask[inside] = True
+    mask.flags.writeable = False
+    return WalkResult(mask, inside, groups)

@@ -1,0 +1,3 @@
+import { Circle, makeCircle } from "./shapes";
+
+const c = new Circle(2);

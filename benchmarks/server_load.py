@@ -1,0 +1,245 @@
+"""Load on ``guided serve``: N concurrent clients for a bounded time, every answer validated.
+
+    python benchmarks/server_load.py                            # starts a server on loopback
+    python benchmarks/server_load.py --clients 16 --seconds 60 --max-batch 8
+    python benchmarks/server_load.py --url http://127.0.0.1:8000  # an already running server
+
+Each client (the real ``openai`` async client) loops until the time is up, cycling through a
+mix of constrained requests: JSON Schema (chat, ``response_format``), regex, choice, a Lark
+grammar, and a streamed regex completion. Every answer is checked (``jsonschema``, ``re``,
+``lark``); requests that end at ``max_tokens`` before the constraint completed are counted
+separately (a valid prefix, not a violation). Reported: requests/s, tokens/s, p50/p90/p99
+latency, validated / invalid / truncated / errors, and *lost* (sent minus answered, which must
+be 0). There is no anchor server in this environment to compare with, so no ratio is printed.
+Writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z ]{1,8}$"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+SUM = 'start: NUMBER ("+" NUMBER)*\nNUMBER: /[1-9][0-9]?/\n'
+COLOURS = ["red", "green", "blue", "cyan"]
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    answered: int = 0
+    validated: int = 0
+    truncated: int = 0  # hit max_tokens before the constraint completed (a valid prefix)
+    invalid: int = 0
+    errors: int = 0
+    completion_tokens: int = 0
+    latencies: list[float] = field(default_factory=list)
+    error_messages: list[str] = field(default_factory=list)
+
+
+def _check(kind: str, text: str, finished: bool) -> str:
+    """'validated', 'truncated' or 'invalid'."""
+    import jsonschema
+    import lark
+
+    try:
+        if kind == "json":
+            if not finished:
+                return "truncated"
+            jsonschema.validate(json.loads(text), PERSON)
+        elif kind == "regex" or kind == "stream":
+            ok = re.fullmatch(r"[0-9]{1,4}", text) if kind == "regex" else re.fullmatch(r"[a-z]{2,12}", text)
+            if not ok:
+                return "truncated" if not finished else "invalid"
+        elif kind == "choice":
+            if text not in COLOURS:
+                return "invalid"
+        elif kind == "grammar":
+            if not finished:
+                return "truncated" if re.fullmatch(r"[1-9][0-9]?(\+[1-9][0-9]?)*\+?", text) else "invalid"
+            lark.Lark(SUM).parse(text)
+    except Exception:  # noqa: BLE001 - any validation failure
+        return "invalid"
+    return "validated"
+
+
+async def _one(client, model: str, kind: str, max_tokens: int) -> tuple[str, bool, int]:
+    if kind == "json":
+        r = await client.chat.completions.create(
+            model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": "A person as JSON:"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+        return r.choices[0].message.content, r.choices[0].finish_reason == "stop", r.usage.completion_tokens
+    if kind == "stream":
+        stream = await client.completions.create(model=model, prompt="word: ", max_tokens=max_tokens, stream=True,
+                                                 extra_body={"guided_regex": "[a-z]{2,12}"})
+        text, finish = "", None
+        async for chunk in stream:
+            text += chunk.choices[0].text
+            finish = chunk.choices[0].finish_reason or finish
+        return text, finish == "stop", 0
+    extra = {"regex": {"guided_regex": "[0-9]{1,4}"}, "choice": {"guided_choice": COLOURS},
+             "grammar": {"guided_grammar": SUM}}[kind]
+    r = await client.completions.create(model=model, prompt=f"{kind}: ", max_tokens=max_tokens, extra_body=extra)
+    return r.choices[0].text, r.choices[0].finish_reason == "stop", r.usage.completion_tokens
+
+
+async def _client_loop(index: int, client, model: str, stop_at: float, tally: Tally, max_tokens: int) -> None:
+    kinds = ("json", "regex", "choice", "grammar", "stream")
+    i = index
+    while time.monotonic() < stop_at:
+        kind = kinds[i % len(kinds)]
+        i += 1
+        tally.sent += 1
+        t0 = time.perf_counter()
+        try:
+            text, finished, tokens = await _one(client, model, kind, max_tokens)
+        except Exception as exc:  # noqa: BLE001 - counted, the load goes on
+            tally.errors += 1
+            tally.answered += 1
+            if len(tally.error_messages) < 5:
+                tally.error_messages.append(f"{kind}: {type(exc).__name__}: {exc}")
+            continue
+        tally.latencies.append(time.perf_counter() - t0)
+        tally.answered += 1
+        tally.completion_tokens += tokens
+        outcome = _check(kind, text, finished)
+        setattr(tally, outcome, getattr(tally, outcome) + 1)
+
+
+async def run_load(url: str, model: str, clients: int, seconds: float, max_tokens: int) -> tuple[Tally, float]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=max(120.0, 4 * seconds))
+    tally = Tally()
+    t0 = time.perf_counter()
+    stop_at = time.monotonic() + seconds
+    await asyncio.gather(*(_client_loop(i, client, model, stop_at, tally, max_tokens) for i in range(clients)))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    return tally, elapsed
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _start_server(args) -> tuple[subprocess.Popen, str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "guided.cli", "serve", "--port", "0", "--max-batch", str(args.max_batch)]
+    if args.model:
+        cmd += ["--model", args.model]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            m = re.search(r"model '([^']+)' at (http://\S+)/v1", line)
+            if m:
+                found.update(model=m.group(1), url=m.group(2))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    ready.wait(600)
+    if "url" not in found:
+        proc.kill()
+        raise SystemExit("guided serve did not start")
+    return proc, found["url"], found["model"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running server (default: start one on loopback)")
+    parser.add_argument("--model", help="model folder for the started server (default: the embedded model)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "server_load.json"))
+    args = parser.parse_args()
+
+    proc = None
+    try:
+        if args.url:
+            import httpx
+
+            url = args.url.rstrip("/")
+            model = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
+        else:
+            proc, url, model = _start_server(args)
+        import httpx
+
+        httpx.post(url + "/v1/completions", json={"model": model, "prompt": "warm", "max_tokens": 2}, timeout=300)
+        tally, elapsed = asyncio.run(run_load(url, model, args.clients, args.seconds, args.max_tokens))
+        health = httpx.get(url + "/health", timeout=30).json()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    lat = tally.latencies
+    report = {
+        "url": url, "model": model, "clients": args.clients, "seconds": round(elapsed, 2),
+        "max_tokens": args.max_tokens, "max_batch": args.max_batch,
+        "requests_per_s": tally.answered / elapsed, "completion_tokens_per_s": tally.completion_tokens / elapsed,
+        "latency_p50_s": _percentile(lat, 0.5), "latency_p90_s": _percentile(lat, 0.9),
+        "latency_p99_s": _percentile(lat, 0.99), "lost": tally.sent - tally.answered,
+        "server": {k: health.get(k) for k in ("batches", "rows", "largest_batch", "errors", "cache")},
+        **{k: v for k, v in asdict(tally).items() if k != "latencies"},
+    }
+    rows = [("clients", f"{args.clients}"), ("duration", f"{elapsed:.1f} s"),
+            ("requests", f"{tally.answered} answered / {tally.sent} sent (lost {report['lost']})"),
+            ("requests/s", f"{report['requests_per_s']:.2f}"),
+            ("completion tokens/s", f"{report['completion_tokens_per_s']:.1f} (non-streamed requests)"),
+            ("latency p50 / p90 / p99", f"{report['latency_p50_s']:.2f} / {report['latency_p90_s']:.2f} / "
+                                        f"{report['latency_p99_s']:.2f} s"),
+            ("validated", f"{tally.validated}"), ("truncated at max_tokens", f"{tally.truncated}"),
+            ("invalid", f"{tally.invalid}"), ("errors", f"{tally.errors}"),
+            ("server batches (mean rows)", f"{health.get('batches')} "
+                                           f"({(health.get('rows') or 0) / max(health.get('batches') or 1, 1):.2f}, "
+                                           f"largest {health.get('largest_batch')})")]
+    width = max(len(k) for k, _ in rows)
+    print(f"guided serve under load: {model} at {url}")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    for message in tally.error_messages:
+        print("  error:", message)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    if report["lost"] or tally.invalid or tally.errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

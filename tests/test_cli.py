@@ -1,0 +1,158 @@
+"""The ``guided`` command, run in a subprocess as users run it; outputs are validated."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z ]{1,6}$"},  # ASCII: few tokens
+        "age": {"type": "integer", "minimum": 0, "maximum": 99},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+SUM_GRAMMAR = 'expr: NUMBER ("+" NUMBER)*\nNUMBER: /[1-9][0-9]?/\n'
+
+
+def _test_model() -> str | None:
+    """The model these tests run: ``GUIDED_TEST_MODEL`` if set; else the embedded model (``None``);
+    else (a checkout without the trained model files) a tiny random-init Llama with the real
+    Llama-3 tokenizer, built once into guided's cache."""
+    if os.environ.get("GUIDED_TEST_MODEL"):
+        return os.environ["GUIDED_TEST_MODEL"]
+    from guided.models import ModelFilesMissing, default_model_path
+
+    try:
+        default_model_path()
+        return None
+    except ModelFilesMissing:
+        pass
+    import tempfile
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from guided.tokenizers import cache_dir, load_tokenizer
+
+    path = cache_dir() / "test-models" / "tiny-random-llama3"
+    if not (path / "model.safetensors").exists():
+        tokenizer = load_tokenizer("llama3")
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             tie_word_embeddings=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent))
+        LlamaForCausalLM(config).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(path)  # atomic: a concurrent run sees all files or none
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(path)
+
+
+TEST_MODEL = _test_model()
+MODEL_ARGS = ["--model", TEST_MODEL] if TEST_MODEL else []
+
+
+def _command() -> list[str]:
+    """The installed ``guided`` script next to this Python when there is one, else ``-m guided.cli``."""
+    script = Path(sys.executable).with_name("guided")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "guided.cli"]
+
+
+def guided(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return subprocess.run([*_command(), *args], input=stdin, capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=TIMEOUT_S)
+
+
+def test_help_reads_well():
+    top = guided("--help")
+    assert top.returncode == 0
+    for command in ("generate", "serve", "bench", "ide"):
+        assert command in top.stdout
+    gen = guided("generate", "--help")
+    assert gen.returncode == 0
+    for option in ("--schema", "--regex", "--grammar", "--sampler", "--particles", "--draft", "--model", "examples:"):
+        assert option in gen.stdout
+    assert "awrs" in gen.stdout and "smc" in gen.stdout
+    assert guided("serve", "--help").returncode == 0
+    assert guided("--version").stdout.startswith("guided ")
+
+
+def test_generate_regex_with_smc_reads_the_prompt_from_stdin():
+    out = guided("generate", *MODEL_ARGS, "--regex", "[0-9]{1,3}", "--sampler", "smc", "--particles", "3",
+                 "--max-tokens", "6", "--seed", "0", "--output", "json", "-", stdin="x = ")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["finished"] and re.fullmatch("[0-9]{1,3}", record["text"]), record
+    assert record["sampler"] == "smc"
+
+
+def test_generate_json_schema_output_validates(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_file = tmp_path / "person.json"
+    schema_file.write_text(json.dumps(PERSON))
+    out = guided("generate", *MODEL_ARGS, "--schema", str(schema_file), "--sampler", "masking", "--max-tokens", "40",
+                 "--seed", "1", "A person: ")
+    assert out.returncode == 0, out.stderr
+    jsonschema.validate(json.loads(out.stdout), PERSON)
+
+
+def test_generate_lark_grammar_output_parses(tmp_path):
+    import lark
+
+    grammar_file = tmp_path / "sum.lark"
+    grammar_file.write_text(SUM_GRAMMAR)
+    out = guided("generate", *MODEL_ARGS, "--grammar", str(grammar_file), "--start", "expr", "--max-tokens", "8",
+                 "--seed", "2", "--output", "json", "1+2+")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    if record["finished"]:
+        lark.Lark(SUM_GRAMMAR, start="expr").parse(record["text"])
+    else:  # the budget ran out first: a prefix of the language, and a note on stderr
+        assert re.fullmatch(r"[1-9][0-9]?(\+[1-9][0-9]?)*\+?", record["text"]), record
+        assert "--max-tokens" in out.stderr
+
+
+def test_bad_constraints_exit_2_with_one_clear_line(tmp_path):
+    out = guided("generate", *MODEL_ARGS, "--regex", "(unclosed", "x")
+    assert out.returncode == 2
+    assert "invalid regex" in out.stderr and "Traceback" not in out.stderr
+    out = guided("generate", *MODEL_ARGS, "--schema", str(tmp_path / "missing.json"), "x")
+    assert out.returncode == 2 and "missing.json" in out.stderr and "Traceback" not in out.stderr
+    usage = guided("generate", "--regex", "a", "--json", "x")  # two constraints: argparse says so
+    assert usage.returncode == 2 and "not allowed with" in usage.stderr
+
+
+def test_bench_prints_a_table_and_writes_json(tmp_path):
+    out_file = tmp_path / "bench.json"
+    out = guided("bench", *MODEL_ARGS, "--regex", "[a-z]{1,4}", "--samplers", "none,awrs,masking", "--runs", "1",
+                 "--max-tokens", "4", "--json-out", str(out_file))
+    assert out.returncode == 0, out.stderr
+    assert "tok/s" in out.stdout and "checks/tok" in out.stdout
+    report = json.loads(out_file.read_text())
+    assert [r["sampler"] for r in report["rows"]] == ["none", "awrs", "masking"]
+    for row in report["rows"]:
+        assert row["tokens"] >= 1 and row["tokens_per_s"] > 0

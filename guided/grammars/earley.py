@@ -9,6 +9,10 @@ A :class:`Column` is one Earley chart column and is immutable once built: ``scan
 new column that points back at the columns its items started in, so every prefix's chart
 is shared by all its continuations (copy/rollback is free) and ``scan`` results are cached.
 
+Columns are hash-consed: two columns with the same waiting items (same dotted rules, same
+origin objects) and the same acceptance are one object, so prefixes that leave the parser in the same configuration (a
+left-recursive list one element longer, say) share every cache attached to the column.
+
 The items predicted in a column (origin = that column) depend only on which nonterminals
 are predicted, so they are kept implicitly as a shared, cached :class:`_Prediction`.
 Nullable nonterminals are handled by the Aycock-Horspool trick (an item before a nullable
@@ -113,6 +117,11 @@ class ParserTables:
         self.nullable = frozenset(nullable)
         self._prediction_cache: dict[frozenset, _Prediction] = {}
         self._closure_cache: dict[int, frozenset] = {}
+        # hash-consing: columns with the same items (origins compared by identity, and
+        # origins are themselves interned) behave identically from here on, so they are
+        # one object -- e.g. "1+2+" and "1+" under a left-recursive sum -- and everything
+        # cached on them (scans, parser states, masks) is reused across positions.
+        self._interned: dict[tuple, Column] = {}
         self.root = Column.__new__(Column)  # sentinel origin of the start item: predicts nothing
         self.root.explicit = {}
         self.root.pred = _Prediction.empty()
@@ -231,6 +240,14 @@ class Column:
                 if it not in items:
                     items[it] = None
                     work.append(it)
+        # completed items took part in the closure above but play no further part: the
+        # column's future is fixed by its waiting items (and whether it accepts)
+        accepting = (tables.final_dr, tables.root) in items
+        key = (frozenset(item for item in items if nxt[item[0]] >= 0), accepting)
+        hit = tables._interned.get(key)
+        if hit is not None:
+            return hit
+        tables._interned[key] = col
         explicit: dict[int, list] = {}
         predicted: set = set()
         for item in items:
@@ -245,6 +262,6 @@ class Column:
         col.explicit = explicit
         col.pred = tables.prediction(frozenset(closure))
         col.allowed = frozenset(s for s in explicit if s < n_t) | col.pred.terminals
-        col.accepting = (tables.final_dr, tables.root) in items
+        col.accepting = accepting
         col._scans = {}
         return col

@@ -24,6 +24,7 @@ groups go on, and their remainders are walked (and cached) from the next lexeme'
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,16 @@ class _CompiledGrammar:
         self.lexer = LexerAutomaton([t.dfa for t in spec.terminals], priority_keys)
         self._lex_starts: dict = {}
         self._initial = None
+        self._pstates: dict = {}
+
+    def pstate(self, col: Column, paren: int, indents: tuple) -> "PState":
+        """The (interned) parser state for a column: columns are hash-consed, so equal
+        configurations reached at different positions share one PState and its caches."""
+        key = (col, paren, indents)
+        p = self._pstates.get(key)
+        if p is None:
+            p = self._pstates[key] = PState(self, col, paren, indents)
+        return p
 
     def lex_start(self, allowed: frozenset) -> int:
         q = self._lex_starts.get(allowed)
@@ -144,14 +155,14 @@ class _CompiledGrammar:
 
     def initial_pstate(self) -> "PState":
         if self._initial is None:
-            self._initial = PState(self, self.tables.initial(), 0, (0,))
+            self._initial = self.pstate(self.tables.initial(), 0, (0,))
         return self._initial
 
 
 class PState:
     """Parser state after some lexemes: Earley column plus indenter state. Immutable."""
 
-    __slots__ = ("g", "col", "paren", "indents", "lex_start", "_feeds", "_eof", "masks", "__weakref__")
+    __slots__ = ("g", "col", "paren", "indents", "lex_start", "_feeds", "_eof", "__weakref__")
 
     def __init__(self, g: _CompiledGrammar, col: Column, paren: int, indents: tuple):
         self.g = g
@@ -161,7 +172,6 @@ class PState:
         self.lex_start = g.lex_start(col.allowed)
         self._feeds: dict = {}
         self._eof = None
-        self.masks: dict = {}
 
     def indent_sensitive(self, terminals: tuple) -> bool:
         g = self.g
@@ -204,7 +214,7 @@ class PState:
                     indents = indents[:-1]
                 if indent != indents[-1]:
                     return None
-            return None if col is None else PState(g, col, self.paren, indents)
+            return None if col is None else g.pstate(col, self.paren, indents)
         if t in g.ignore:
             return self
         col = self.col.scan(t)
@@ -217,7 +227,7 @@ class PState:
             if paren == 0:
                 return None
             paren -= 1
-        return PState(g, col, paren, self.indents)
+        return g.pstate(col, paren, self.indents)
 
     def eof_ok(self) -> bool:
         """True if the input may end right here (after the indenter's closing dedents)."""
@@ -254,9 +264,13 @@ def _trie_of(vocab) -> TokenTrie:
 class _VocabTables:
     """Per-vocabulary caches: the walk of every token from each lexer state."""
 
-    def __init__(self, g: _CompiledGrammar, vocab):
+    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512):
         self.g = g
         self.vocab = vocab
+        # branch masks by (parser state, lexer state, tail), least recently used dropped
+        # first: a long generation visits unboundedly many parser states (512 x 128 KB = 64 MB at most)
+        self.masks: OrderedDict = OrderedDict()
+        self.max_masks = max_masks
         self.top: dict[int, WalkResult] = {}
         self.all_ids = np.flatnonzero(vocab.usable)
         self.eos_list = np.asarray(sorted(vocab.eos_ids), dtype=np.int64)
@@ -444,9 +458,11 @@ def _walk_bytes(g: _CompiledGrammar, p: PState, q: int, tail: bytes, data: bytes
 
 
 def _branch_mask(tables: _VocabTables, p: PState, q: int, tail: bytes) -> np.ndarray:
-    key = (q, tail)
-    hit = p.masks.get(key)
+    key = (p, q, tail)
+    masks = tables.masks
+    hit = masks.get(key)
     if hit is not None:
+        masks.move_to_end(key)
         return hit
     g = tables.g
     top = tables.top_walk(q)
@@ -457,7 +473,9 @@ def _branch_mask(tables: _VocabTables, p: PState, q: int, tail: bytes) -> np.nda
         tail_indent = _indent_of(tail, g.tab_len) if g.indenter is not None else 0
         _apply_groups(tables, top, p, tail_indent, True, mask)
         mask.flags.writeable = False
-    p.masks[key] = mask
+    masks[key] = mask
+    if len(masks) > tables.max_masks:
+        masks.popitem(last=False)
     return mask
 
 

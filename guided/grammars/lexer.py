@@ -166,6 +166,9 @@ def walk_tokens(lex: LexerAutomaton, vocab, q0: int, ids: np.ndarray, offs: np.n
         pos, remaining, st = pos[keep], remaining[keep], st[keep]
         if not len(active_ids):
             break
+        if len(active_ids) <= _PY_TAIL:  # a few long tokens left: numpy's per-level cost dominates
+            _tokens_tail(lex, vocab.token_bytes, active_ids, active_begin, remaining, st, j, inside_ids, deaths)
+            break
         b = flat[pos + j]
         trans = lex.trans
         nst = trans[st, b]
@@ -204,6 +207,37 @@ def walk_tokens(lex: LexerAutomaton, vocab, q0: int, ids: np.ndarray, offs: np.n
         mask.flags.writeable = False
         return WalkResult(mask, inside, groups)
     return WalkResult(None, inside, groups)
+
+
+# below this many live tokens (or trie nodes) a walk finishes in plain Python: the deep
+# levels of a byte-level vocabulary hold a handful of very long tokens each, and a
+# numpy step per level costs more than walking them byte by byte
+_PY_TAIL = 48
+
+
+def _tokens_tail(lex, token_bytes, ids, begin, remaining, st, j, inside_ids, deaths) -> None:
+    """Finish :func:`walk_tokens` for the tokens still alive after ``j`` bytes."""
+    rows, best, expand = lex.rows, lex.best, lex.expand
+    done: list = []
+    dead: dict = {}
+    for t, b0, rem, s in zip(ids.tolist(), begin.tolist(), remaining.tolist(), st.tolist()):
+        data = token_bytes[t]
+        k = j
+        while k < rem:
+            ns = (rows[s] or expand(s))[data[b0 + k]]
+            if ns < 0:
+                if best[s]:
+                    dead.setdefault(s, []).append((t, b0 + k, b0))
+                break
+            s = ns
+            k += 1
+        else:
+            done.append(t)
+    if done:
+        inside_ids.append(np.asarray(done, dtype=np.int64))
+    for q, rows_q in dead.items():
+        arr = np.asarray(rows_q, dtype=np.int64)
+        deaths.setdefault(q, []).append((arr[:, 0], arr[:, 1], arr[:, 2]))
 
 
 class TokenTrie:
@@ -256,6 +290,20 @@ class TokenTrie:
             node_of[members] = node
             members = members[lengths[members] > j + 1]
             j += 1
+        self._py_levels: dict = {}
+
+    def py_level(self, level: int) -> tuple:
+        """``(byte, lo, n_end, child_lo, child_n)`` of one level as Python lists (cached)."""
+        hit = self._py_levels.get(level)
+        if hit is None:
+            hit = self._py_levels[level] = (
+                self.byte[level].tolist(),
+                self.lo[level].tolist(),
+                self.n_end[level].tolist(),
+                self.child_lo[level].tolist(),
+                self.child_n[level].tolist(),
+            )
+        return hit
 
     def ids_of(self, level: int, nodes: np.ndarray) -> np.ndarray:
         """Token ids of the subtrees of ``nodes`` at ``level``."""
@@ -271,6 +319,43 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     offsets = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
     return np.arange(total) + offsets
+
+
+def _trie_tail(lex, trie, level: int, nodes, st, inside_parts: list, deaths: dict) -> None:
+    """Finish :func:`trie_walk` below a few live ``nodes`` of ``level`` (states ``st``), depth first."""
+    rows, best, expand = lex.rows, lex.best, lex.expand
+    n_levels = len(trie.byte)
+    ends: list = []  # positions in sorted_ids of tokens ending inside
+    dead: dict = {}  # pre-death state -> [(level, node)]
+    stack = [(n, s, level) for n, s in zip(nodes.tolist(), st.tolist())]
+    while stack:
+        node, s, lv = stack.pop()
+        _, lo, n_end, child_lo, child_n = trie.py_level(lv)
+        ne = n_end[node]
+        if ne:
+            ends.extend(range(lo[node], lo[node] + ne))
+        cn = child_n[node]
+        if not cn or lv + 1 >= n_levels:
+            continue
+        row = rows[s] or expand(s)
+        byte_next = trie.py_level(lv + 1)[0]
+        c0 = child_lo[node]
+        for c in range(c0, c0 + cn):
+            ns = row[byte_next[c]]
+            if ns >= 0:
+                stack.append((c, ns, lv + 1))
+            elif best[s]:
+                dead.setdefault(s, []).append((lv + 1, c))
+    if ends:
+        inside_parts.append(trie.sorted_ids[np.asarray(ends, dtype=np.int64)])
+    for q, where in dead.items():
+        id_parts, end_parts = [], []
+        for lv, c in where:
+            lo_c, hi_c = int(trie.lo[lv][c]), int(trie.hi[lv][c])
+            id_parts.append(trie.sorted_ids[lo_c:hi_c])
+            end_parts.append(np.full(hi_c - lo_c, lv, dtype=np.int64))
+        ids = np.concatenate(id_parts)
+        deaths.setdefault(q, []).append((ids, np.concatenate(end_parts), np.zeros(len(ids), dtype=np.int64), None))
 
 
 def trie_walk(lex: LexerAutomaton, trie: TokenTrie, q0: int, roots: np.ndarray | None, size: int) -> WalkResult:
@@ -307,6 +392,9 @@ def trie_walk(lex: LexerAutomaton, trie: TokenTrie, q0: int, roots: np.ndarray |
                         )
             nodes, st = nodes[~dead], st[~dead]
         if not len(nodes):
+            break
+        if len(nodes) <= _PY_TAIL:
+            _trie_tail(lex, trie, level, nodes, st, inside_parts, deaths)
             break
         n_end = trie.n_end[level][nodes]
         has_end = n_end > 0

@@ -1,0 +1,305 @@
+"""Diffusion-LM constraint speed and effect: infilling-check latency, checking's share of generation
+time, and how often outputs parse with and without the constraint.
+
+    /tmp/venv/bin/python benchmarks/diffusion.py [--sizes 64,128,256] [--grammars json,c] \
+        [--model runs/diffusion-tiny] [--samples 6] [--device cpu] [--json out.json]
+
+1. Check latency.  For each grammar and canvas size a valid document of about that many
+   Llama-3 tokens is "decoded" the way a masked-diffusion sampler does it: positions are
+   unmasked one at a time (random order, and left to right in blocks of 32 as in LLaDA's
+   semi-autoregressive mode), and before each one the true token and three wrong candidates
+   (tokens of the same document, so plausible ones) are checked.  Each check is timed with the
+   persistent, incremental checker, and (every fourth check) from scratch: a new checker with
+   empty charts and no previous witness (the token-class tables, built once per grammar, are
+   shared).  Reported: p50/p90/p99 per check, split by answer, and which step decided.
+2. Generation.  A masked-diffusion model fills canvases with and without the grammar: the share
+   of time spent checking, and the rate of outputs that parse.  The model is ``--model`` (a
+   Hugging Face masked LM folder, e.g. guided's own), else guided's shipped diffusion model if
+   present, else a tiny randomly initialised ModernBERT (noise: it shows the worst case).
+
+Nothing here is imported by the library.  Results go to ``benchmarks/results/diffusion.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from guided.diffusion import InfillingChecker, canvas_parts, generate, parse_bytes  # noqa: E402
+from guided.grammars import Grammar, load_grammar  # noqa: E402
+from guided.tokenizers import load_tokenizer  # noqa: E402
+from guided.vocab import Vocabulary  # noqa: E402
+
+C_LIKE = r"""
+start: function+
+function: type NAME "(" [params] ")" block
+params: param ("," param)*
+param: type NAME
+type: "int" | "float" | "char" | "void"
+block: "{" statement* "}"
+?statement: decl ";"
+    | expr ";"
+    | "return" [expr] ";"
+    | "if" "(" expr ")" statement ["else" statement]
+    | "while" "(" expr ")" statement
+    | "for" "(" [expr] ";" [expr] ";" [expr] ")" statement
+    | block
+decl: type NAME ["=" expr]
+?expr: assign
+?assign: NAME "=" assign | cmp
+?cmp: sum | sum CMP sum
+?sum: term | sum ADDOP term
+?term: unary | term MULOP unary
+?unary: atom | "-" unary | "!" unary
+?atom: NUMBER | STRING | NAME | NAME "(" [args] ")" | "(" expr ")"
+args: expr ("," expr)*
+CMP: "==" | "!=" | "<" | ">" | "<=" | ">="
+ADDOP: "+" | "-"
+MULOP: "*" | "/" | "%"
+NAME: /[a-zA-Z_][a-zA-Z_0-9]*/
+NUMBER: /[0-9]+(\.[0-9]+)?/
+STRING: /"([^"\\\n]|\\.)*"/
+%ignore /[ \t\n]+/
+%ignore /\/\/[^\n]*/
+"""
+
+MASK = -1  # canvas placeholder for a masked position (any id outside the vocabulary's used range works)
+
+
+def json_document(rng: random.Random, target_tokens: int, tok) -> str:
+    doc: dict = {"id": rng.randint(1, 9999), "name": "Zoë Müller", "tags": ["admin", "dev"], "items": []}
+    while len(tok.encode(json.dumps(doc), add_special_tokens=False)) < target_tokens - 12:
+        i = len(doc["items"])
+        doc["items"].append({"sku": f"X-{i}", "qty": rng.randint(1, 99), "price": round(rng.random() * 100, 2), "ok": i % 2 == 0})
+    return json.dumps(doc)
+
+
+def c_document(rng: random.Random, target_tokens: int, tok) -> str:
+    funcs = []
+    k = 0
+    while True:
+        body = (
+            f"int f{k}(int a, float b) {{\n  int s = 0;\n  for (s = 0; s < a; s = s + 1) {{\n"
+            f"    if (s % {rng.randint(2, 9)} == 0) b = b * 2;\n  }}\n  return s + g(a, \"x{k}\");\n}}\n"
+        )
+        if funcs and len(tok.encode("".join(funcs) + body, add_special_tokens=False)) > target_tokens:
+            break
+        funcs.append(body)
+        k += 1
+    return "".join(funcs)
+
+
+def percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {}
+    xs = sorted(xs)
+    pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000  # noqa: E731
+    return {"n": len(xs), "p50_ms": round(pick(0.5), 2), "p90_ms": round(pick(0.9), 2), "p99_ms": round(pick(0.99), 2), "mean_ms": round(statistics.mean(xs) * 1000, 2)}
+
+
+def latency(grammar, name: str, size: int, tok, vocab, order: str, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    text = json_document(rng, size, tok) if name == "json" else c_document(rng, size, tok)
+    ids = tok.encode(text, add_special_tokens=False)[:size]
+    assert parse_bytes(InfillingChecker(grammar, vocab).lexer, vocab.decode(ids)), "benchmark document must parse"
+    n = size  # canvas: the document, then EOS padding positions (masked: an optional tail)
+    eos = min(vocab.eos_ids)
+    truth = ids + [eos] * (n - len(ids))
+    checker = InfillingChecker(grammar, vocab)
+    if order == "random":
+        positions = rng.sample(range(n), n)
+    else:  # left to right, blocks of 32, random inside a block
+        positions = []
+        for b in range(0, n, 32):
+            block = list(range(b, min(n, b + 32)))
+            rng.shuffle(block)
+            positions += block
+    canvas = [MASK] * n
+    times = {True: [], False: []}
+    scratch: list[float] = []
+    how: Counter = Counter()
+    k = 0
+    for pos in positions:
+        if canvas[pos] != MASK:
+            continue
+        wrong = [t for t in rng.sample(ids, min(len(ids), 6)) if t != truth[pos]][:3]
+        cands = wrong + [truth[pos]]
+        rng.shuffle(cands)
+        for cand in cands:
+            trial = canvas[:pos] + [cand] + canvas[pos + 1 :]
+            if cand == eos:
+                trial[pos:] = [eos] * (n - pos)
+            parts = canvas_parts(trial, MASK, vocab.eos_ids)
+            t0 = time.perf_counter()
+            r = checker.result(parts)
+            dt = time.perf_counter() - t0
+            times[bool(r.ok)].append(dt)
+            how[r.how] += 1
+            if k % 4 == 0:
+                fresh = InfillingChecker(grammar, vocab)
+                t0 = time.perf_counter()
+                r2 = fresh.result(parts)
+                scratch.append(time.perf_counter() - t0)
+                assert r2.ok == r.ok
+            k += 1
+        canvas[pos] = truth[pos]
+        if truth[pos] == eos:
+            canvas[pos:] = [eos] * (n - pos)
+    all_times = times[True] + times[False]
+    return {
+        "grammar": name,
+        "canvas": size,
+        "order": order,
+        "checks": len(all_times),
+        "incremental": percentiles(all_times),
+        "incremental_yes": percentiles(times[True]),
+        "incremental_no": percentiles(times[False]),
+        "from_scratch": percentiles(scratch),
+        "decided_by": dict(how),
+    }
+
+
+def load_model(path: str | None, device: str):
+    import torch
+
+    if path:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32).eval().to(device)
+        return model, AutoTokenizer.from_pretrained(path), path
+    try:
+        from guided.models import load_diffusion_model
+
+        model, tok = load_diffusion_model()
+        return model.to(device), tok, "guided shipped diffusion model"
+    except Exception:  # noqa: BLE001 - fall back to a random model
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from diffusion.test_generate import tiny_model
+
+        return tiny_model().to(device), load_tokenizer("llama3"), "tiny random ModernBERT (2 layers, d=32)"
+
+
+def generation(model, tok, label: str, grammars: dict, samples: int, length: int) -> list[dict]:
+    out = []
+    for name, (grammar, prompt) in grammars.items():
+        vocab = Vocabulary.from_tokenizer(tok)
+        checker = InfillingChecker(grammar, tok)
+        row = {"model": label, "grammar": name, "length": length, "samples": samples}
+        ok_u = ok_c = 0
+        fwd = chk = total = 0.0
+        checks = fallbacks = 0
+        for seed in range(samples):
+            u = generate(model, tok, prompt, None, length=length, steps=length, block_length=16, temperature=0.8, seed=seed)
+            ok_u += parse_bytes(checker.lexer, u.encode("utf-8"))
+            r = generate(
+                model, tok, prompt, grammar, length=length, steps=length, block_length=16, temperature=0.8,
+                seed=seed, checker=checker, return_details=True,
+            )
+            ok_c += parse_bytes(checker.lexer, r.text.encode("utf-8"))
+            fwd += r.forward_seconds
+            chk += r.check_seconds
+            total += r.total_seconds
+            checks += r.checks
+            fallbacks += r.fallbacks
+        row.update(
+            unconstrained_parse_rate=ok_u / samples,
+            constrained_parse_rate=ok_c / samples,
+            forward_seconds=round(fwd, 2),
+            check_seconds=round(chk, 2),
+            total_seconds=round(total, 2),
+            check_share_of_total=round(chk / total, 3) if total else None,
+            check_over_forward=round(chk / fwd, 2) if fwd else None,
+            checks=checks,
+            witness_fallbacks=fallbacks,
+            example=r.text[:120],
+        )
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="64,128,256")
+    ap.add_argument("--grammars", default="json,c")
+    ap.add_argument("--orders", default="random,blocks")
+    ap.add_argument("--model", default=None, help="masked-LM folder for the generation part")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--length", type=int, default=48)
+    ap.add_argument("--skip-generation", action="store_true")
+    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "diffusion.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    tok = load_tokenizer("llama3")
+    vocab = Vocabulary.from_tokenizer(tok)
+    grammars = {"json": load_grammar("json"), "c": Grammar(C_LIKE)}
+    results: dict = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "python": platform.python_version(),
+        "latency": [],
+        "generation": [],
+    }
+    for name in args.grammars.split(","):
+        t0 = time.perf_counter()
+        InfillingChecker(grammars[name], vocab).check([])  # warm the token-class tables
+        lx = InfillingChecker(grammars[name], vocab).lexer
+        seen = {lx.q0}
+        todo = [lx.q0]
+        while todo:  # every lexer state a token can end in
+            for c in lx.classes(todo.pop(), vocab):
+                if c.end not in seen:
+                    seen.add(c.end)
+                    todo.append(c.end)
+        results.setdefault("class_tables_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+        for size in (int(s) for s in args.sizes.split(",")):
+            for order in args.orders.split(","):
+                row = latency(grammars[name], name, size, tok, vocab, order)
+                results["latency"].append(row)
+                inc, scr = row["incremental"], row["from_scratch"]
+                print(
+                    f"{name:5s} canvas {size:4d} {order:6s} checks {row['checks']:5d} | incremental p50 {inc['p50_ms']:7.2f} "
+                    f"p90 {inc['p90_ms']:7.2f} p99 {inc['p99_ms']:8.2f} ms | from scratch p50 {scr['p50_ms']:7.2f} "
+                    f"p99 {scr['p99_ms']:8.2f} ms | {row['decided_by']}",
+                    flush=True,
+                )
+    if not args.skip_generation:
+        model, mtok, label = load_model(args.model, args.device)
+        from guided.grammars.json_schema import JSONSchema
+
+        schema = {
+            "type": "object",
+            "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+            "required": ["name", "age"],
+        }
+        gens = {
+            "json-schema": (JSONSchema(schema), '{"name": "Ann", "age": 31}<|end_of_text|>'),
+            "arithmetic": (load_grammar("arithmetic"), "1 + 2 * x<|end_of_text|>"),
+            "c": (grammars["c"], "int f(int a) { return a; }<|end_of_text|>"),
+        }
+        results["generation"] = generation(model, mtok, label, gens, args.samples, args.length)
+        for row in results["generation"]:
+            print(
+                f"{row['grammar']:12s} {row['model'][:40]:40s} parse rate: unconstrained {row['unconstrained_parse_rate']:.2f} "
+                f"constrained {row['constrained_parse_rate']:.2f} | checking {row['check_seconds']}s of {row['total_seconds']}s "
+                f"({row['check_share_of_total']}), forward {row['forward_seconds']}s",
+                flush=True,
+            )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print("wrote", args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""MaskBench-style JSON Schema benchmark: correctness and mask speed, engine by engine.
+
+    python benchmarks/maskbench.py --data /work/shared/bench/maskbench/*.jsonl.gz \\
+        --tokenizer llama3 --engines guided,llguidance,xgrammar [--stride N] [--timeout S] [--json OUT]
+
+For every schema each engine compiles it (time to first mask, TTFM, includes building the
+first mask); then for every test instance the text ``json.dumps(data, ensure_ascii=False)``
+is tokenised with the chosen tokenizer and fed token by token: the full mask is computed
+and the token is committed (time between masks, TBM, is commit + next mask).  An instance
+is accepted iff every token is allowed and EOS is allowed after the last one; the same
+rule applies to every engine.  Per engine, a schema counts as
+
+* ``compile_error`` -- the engine refused the schema (unsupported or invalid),
+* ``timeout`` -- compile plus instances took longer than ``--timeout`` seconds,
+* ``validation_error`` -- some valid instance was rejected,
+* ``invalidation_error`` -- some invalid instance was accepted (an unsoundness),
+* ``pass`` -- every instance was judged right.
+
+``llguidance`` and ``xgrammar`` are the anchors (PyPI packages used only here); an engine
+whose package is missing is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class Timeout(BaseException):
+    """Raised by the per-schema alarm (a BaseException, so engines' error handling cannot swallow it)."""
+
+
+def _alarm(_signum, _frame):
+    raise Timeout()
+
+
+# -- engines ---------------------------------------------------------------------------
+
+
+class _RejectAll:
+    """Stands for a schema that no JSON value satisfies."""
+
+
+class GuidedEngine:
+    name = "guided"
+
+    def __init__(self, tokenizer):
+        from guided.vocab import Vocabulary
+
+        self.vocab = Vocabulary.from_tokenizer(tokenizer)
+        self.eos = tokenizer.eos_token_id
+
+    def compile(self, schema):
+        """Returns (state factory, first mask, compile error message or None)."""
+        from guided.grammars.json_schema import JSONSchema
+
+        from guided.grammars.json_schema import UnsatisfiableSchemaError
+
+        try:
+            c = JSONSchema(schema)
+            state = c.start(self.vocab)
+        except UnsatisfiableSchemaError:
+            # compiled, and known to accept nothing: every instance is rejected
+            return _RejectAll(), None, None
+        except ValueError as exc:  # ConstraintError and friends
+            return None, None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a bug, but one schema must not stop the run
+            return None, None, f"CRASH {type(exc).__name__}: {exc}"
+        return state, state.allowed_mask(), None
+
+    def run(self, state, first_mask, tokens, tbm: list) -> bool:
+        if isinstance(state, _RejectAll):
+            return False
+        mask = first_mask
+        for t in tokens:
+            if not mask[t]:
+                return False
+            t0 = time.perf_counter()
+            state = state.advance(t)
+            if state is None:
+                return False
+            mask = state.allowed_mask()
+            tbm.append(time.perf_counter() - t0)
+        return bool(mask[self.eos])
+
+
+class LLGuidanceEngine:
+    name = "llguidance"
+
+    def __init__(self, tokenizer):
+        import llguidance
+        import llguidance.hf
+        import llguidance.numpy
+
+        self.llg = llguidance
+        self.np = llguidance.numpy
+        self.tok = llguidance.hf.from_tokenizer(tokenizer)
+        self.n_vocab = self.tok.vocab_size
+        self.eos = tokenizer.eos_token_id
+
+    def compile(self, schema):
+        LLMatcher = self.llg.LLMatcher
+        try:
+            grammar = LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": True})
+        except ValueError as exc:
+            return None, None, str(exc)
+        m = LLMatcher(self.tok, grammar, log_level=0)
+        if m.is_error():
+            return None, None, m.get_error()
+        bitmask = self.np.allocate_token_bitmask(1, self.n_vocab)
+        self.np.fill_next_token_bitmask(m, bitmask)
+        if m.is_error():
+            return None, None, m.get_error()
+        return m, bitmask, None
+
+    def run(self, matcher, first_mask, tokens, tbm: list) -> bool:
+        m = matcher.deep_copy()
+        bitmask = first_mask.copy()
+        for t in tokens:
+            if not (bitmask[0, t >> 5] >> (t & 31)) & 1:
+                return False
+            t0 = time.perf_counter()
+            if not m.consume_token(t):
+                return False
+            self.np.fill_next_token_bitmask(m, bitmask)
+            tbm.append(time.perf_counter() - t0)
+            if m.is_error():
+                return False
+        return bool((bitmask[0, self.eos >> 5] >> (self.eos & 31)) & 1)
+
+
+class XGrammarEngine:
+    name = "xgrammar"
+
+    def __init__(self, tokenizer):
+        import xgrammar as xgr
+
+        self.xgr = xgr
+        self.vocab_size = len(tokenizer)
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
+        self.compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+        self.eos = tokenizer.eos_token_id
+
+    def compile(self, schema):
+        xgr = self.xgr
+        try:
+            compiled = self.compiler.compile_json_schema(json.dumps(schema), any_whitespace=True, strict_mode=False)
+            matcher = xgr.GrammarMatcher(compiled)
+            bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
+            matcher.fill_next_token_bitmask(bitmask)
+        except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/ValueError variously
+            return None, None, f"{type(exc).__name__}: {exc}"
+        return compiled, bitmask, None
+
+    def run(self, compiled, first_mask, tokens, tbm: list) -> bool:
+        xgr = self.xgr
+        m = xgr.GrammarMatcher(compiled)
+        bitmask = first_mask.clone()
+        words = bitmask.numpy()
+        for t in tokens:
+            if not (int(words[0, t >> 5]) >> (t & 31)) & 1:
+                return False
+            t0 = time.perf_counter()
+            if not m.accept_token(t):
+                return False
+            m.fill_next_token_bitmask(bitmask)
+            tbm.append(time.perf_counter() - t0)
+        return bool((int(words[0, self.eos >> 5]) >> (self.eos & 31)) & 1)
+
+
+ENGINES = {"guided": GuidedEngine, "llguidance": LLGuidanceEngine, "xgrammar": XGrammarEngine}
+
+
+# -- benchmark ---------------------------------------------------------------------------
+
+
+def load_rows(paths, stride: int):
+    rows = []
+    for path in paths:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows.extend(json.loads(line) for line in f)
+    return rows[::stride]
+
+
+def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failures: list) -> dict:
+    counts = dict(schemas=0, **{"pass": 0}, compile_error=0, validation_error=0, invalidation_error=0, timeout=0)
+    ttfm, tbm = [], []
+    for row, toks in zip(rows, tokenized):
+        counts["schemas"] += 1
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        start = time.perf_counter()
+        try:
+            handle, first, err = engine.compile(row["schema"])
+            elapsed = time.perf_counter() - start
+            if err is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                counts["compile_error"] += 1
+                failures.append((engine.name, row["id"], "compile_error", err[:300]))
+                continue
+            ttfm.append(elapsed)
+            bad_valid = bad_invalid = False
+            for test, tokens in zip(row["tests"], toks):
+                local: list = []
+                accepted = engine.run(handle, first, tokens, local)
+                tbm.extend(local)
+                if accepted and not test["valid"]:
+                    bad_invalid = True
+                    failures.append((engine.name, row["id"], "invalidation_error", json.dumps(test["data"])[:300]))
+                elif not accepted and test["valid"]:
+                    bad_valid = True
+                    failures.append((engine.name, row["id"], "validation_error", json.dumps(test["data"])[:300]))
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except Timeout:
+            counts["timeout"] += 1
+            failures.append((engine.name, row["id"], "timeout", ""))
+            continue
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        counts["validation_error"] += bad_valid
+        counts["invalidation_error"] += bad_invalid
+        counts["pass"] += not (bad_valid or bad_invalid)
+        if verbose and counts["schemas"] % 100 == 0:
+            print(f"  [{engine.name}] {counts['schemas']}/{len(rows)} {counts}", file=sys.stderr, flush=True)
+
+    def pct(xs):
+        if not xs:
+            return {"p50": None, "p90": None, "p99": None}
+        a = np.asarray(xs) * 1e6
+        return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99))}
+
+    return {**counts, "ttfm_us": pct(ttfm), "tbm_us": pct(tbm)}
+
+
+def print_table(results: dict) -> None:
+    names = list(results)
+    rows = [("schemas", "schemas"), ("pass", "pass"), ("compile error", "compile_error"),
+            ("validation error", "validation_error"), ("invalidation error", "invalidation_error"),
+            ("timeout", "timeout")]
+    width = max(12, *(len(n) + 2 for n in names))
+    print(f"{'':22}" + "".join(f"{n:>{width}}" for n in names))
+    for label, key in rows:
+        line = f"{label:22}"
+        for n in names:
+            r = results[n]
+            v = r[key]
+            if key != "schemas" and r["schemas"]:
+                cell = f"{v} ({100 * v / r['schemas']:.1f}%)"
+                line += f"{cell:>{width}}"
+            else:
+                line += f"{v:>{width}}"
+        print(line)
+    for metric in ("ttfm_us", "tbm_us"):
+        for p in ("p50", "p90", "p99"):
+            line = f"{metric[:-3].upper() + ' ' + p + ' (ms)':22}"
+            for n in names:
+                v = results[n][metric][p]
+                line += f"{'-' if v is None else f'{v / 1000:.3f}':>{width}}"
+            print(line)
+    if "llguidance" in results and len(results) > 1:
+        base = results["llguidance"]
+        for n in names:
+            if n == "llguidance":
+                continue
+            r = results[n]
+            if base["tbm_us"]["p50"] and r["tbm_us"]["p50"]:
+                print(f"{n}: TBM p50 = {r['tbm_us']['p50'] / base['tbm_us']['p50']:.2f}x llguidance, "
+                      f"pass = {r['pass'] - base['pass']:+d} schemas vs llguidance")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", required=True, help="MaskBench .jsonl.gz files")
+    ap.add_argument("--tokenizer", default="llama3", help="guided.tokenizers name (default llama3)")
+    ap.add_argument("--engines", default="guided,llguidance,xgrammar")
+    ap.add_argument("--stride", type=int, default=1, help="use every N-th schema")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per schema and engine")
+    ap.add_argument("--json", dest="json_out", help="write results here")
+    ap.add_argument("--failures", help="write one line per failed schema/instance here (TSV)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+
+    from guided.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    rows = load_rows(args.data, max(1, args.stride))
+    tokenized = [
+        [tokenizer.encode(json.dumps(t["data"], ensure_ascii=False), add_special_tokens=False) for t in row["tests"]]
+        for row in rows
+    ]
+    print(f"{len(rows)} schemas, {sum(len(r['tests']) for r in rows)} instances, "
+          f"{sum(len(t) for ts in tokenized for t in ts)} tokens ({args.tokenizer})", flush=True)
+    results = {}
+    failures: list = []
+    for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        if name not in ENGINES:
+            ap.error(f"unknown engine {name!r}; choose from {sorted(ENGINES)}")
+        try:
+            engine = ENGINES[name](tokenizer)
+        except ImportError as exc:
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+            continue
+        t0 = time.perf_counter()
+        results[name] = bench_engine(engine, rows, tokenized, args.timeout, args.verbose, failures)
+        print(f"{name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    print_table(results)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"engines": results}, indent=2))
+    if args.failures:
+        with open(args.failures, "w") as f:
+            for eng, sid, kind, detail in failures:
+                f.write(f"{eng}\t{sid}\t{kind}\t{detail}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""``InfillingChecker``: can a partial output (known segments and holes) still become a word of the grammar?
+
+    >>> checker = InfillingChecker(load_grammar("json"), tokenizer)
+    >>> checker.check([b'{"name": ', Hole(2), b', "age": 7}'])
+    True
+    >>> checker.check([b'{"name": ', Hole(1), b' 7}'])       # no single token turns it into JSON
+    False
+    >>> result = checker.result([b'[1, ', Hole.up_to(4)])
+    >>> result.ok, result.holes, result.text
+    (True, [[60]], b'[1, ]]')   # e.g.: one witness filling, token ids per hole
+
+Semantics (exact, and what the brute-force tests check): a hole ``Hole(k)`` holds exactly
+``k`` tokens of the vocabulary (any non-special token with at least one byte); ``Hole.up_to(n)``
+holds from 0 to ``n`` of them.  The filled bytes must lex and parse: lexing is *greedy over
+all of the grammar's terminals* (:mod:`guided.diffusion.lexing`: a lexeme extends while any
+terminal can extend it, priorities break ties, ``%ignore`` terminals are dropped), then the
+terminals must be a sentence of the grammar's rules.  Every accepted output is also accepted by
+the causal :class:`~guided.grammars.Grammar` constraint, whose contextual lexer only ever
+considers fewer terminals (so the outputs of :func:`guided.diffusion.generate` parse there).
+
+The decision is the emptiness of the grammar intersected with the regular language of all
+fillings, decided on a Bar-Hillel style product chart (:mod:`guided.diffusion.chart`: Earley
+deduction over the lexeme automaton of the partial output, stopping at the first accepting
+item).  Three cheaper steps come first and are exact in the direction they decide:
+
+1. *reuse*: the previous call's witness, with the newly known tokens put in, is parsed;
+   if it is a word, the answer is yes (the common case when one hole position is filled);
+2. *relaxed* chart: every run of holes taken as *any* byte string (no token count) -- a
+   product chart with one looping node per run; if even that is empty the answer is no;
+3. *realized*: the relaxed chart's accepted path is turned into real tokens with the
+   right counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes.
+
+Only when all three are inconclusive does the exact chart run (hole positions explicit, the
+vocabulary's token classes per lexer state as edges; it can be slow for long holes, hence
+``budget``).  Each chart is incremental: a call whose slots differ from the previous call's
+from slot ``p`` on reuses the item sets of every node before ``p``.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from guided.diffusion.canvas import Hole, Part, slots_and_spans
+from guided.diffusion.chart import Chart, ChartBudgetExceeded
+from guided.diffusion.lexing import GreedyLexer
+from guided.diffusion.realize import Realizer, parse_bytes
+
+__all__ = ["InfillingChecker", "CheckResult", "Hole"]
+
+_LEXERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _as_grammar(grammar):
+    from guided.grammars.grammar import Grammar
+
+    if isinstance(grammar, Grammar):
+        return grammar
+    if isinstance(grammar, str):
+        return Grammar(grammar)
+    inner = getattr(grammar, "grammar", None)  # e.g. JSONSchema
+    if isinstance(inner, Grammar):
+        return inner
+    raise TypeError(f"expected a Grammar, Lark text or a constraint with a .grammar, got {type(grammar).__name__}")
+
+
+def lexer_for(grammar) -> GreedyLexer:
+    """The (shared) greedy lexer of a grammar: token-class tables are cached on it."""
+    compiled = _as_grammar(grammar).compiled
+    lexer = _LEXERS.get(compiled)
+    if lexer is None:
+        lexer = _LEXERS[compiled] = GreedyLexer(compiled)
+    return lexer
+
+
+@dataclass
+class CheckResult:
+    """``ok``: completable (``None``: the exact chart ran out of budget); ``filling``: one token id
+    (or ``None`` for an empty optional slot) per hole slot of a witness; ``how``: which step decided."""
+
+    ok: bool | None
+    how: str
+    slots: tuple = ()
+    filling: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    hole_spans: list = field(default_factory=list)  # slot range of each Hole part, in order
+
+    @property
+    def holes(self) -> list[list[int]]:
+        """The witness: token ids for each ``Hole`` part, in order (empty optional slots left out)."""
+        return [
+            [self.filling[i] for i in range(a, b) if self.filling.get(i) is not None] for a, b in self.hole_spans
+        ]
+
+    def text(self, vocab) -> bytes:
+        """The completed output's bytes."""
+        return b"".join(
+            arg if kind == "k" else (vocab.token_bytes[self.filling[i]] if self.filling.get(i) is not None else b"")
+            for i, (kind, arg) in enumerate(self.slots)
+        )
+
+
+class InfillingChecker:
+    """Decides whether partial outputs can be completed to words of ``grammar`` (see module doc).
+
+    ``grammar``: a :class:`~guided.grammars.Grammar`, Lark text, or a constraint with a
+    ``.grammar`` (``JSONSchema``).  ``vocab``: a :class:`~guided.vocab.Vocabulary` or a Hugging
+    Face tokenizer.  ``budget``: work limit of the exact chart (items built plus edges scanned;
+    ``None``: unlimited); a call that exceeds it returns ``ok=None``.
+    """
+
+    def __init__(self, grammar, vocab, *, budget: int | None = 2_000_000):
+        from guided.vocab import Vocabulary
+
+        self.grammar = _as_grammar(grammar)
+        self.vocab = vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_tokenizer(vocab)
+        self.lexer = lexer_for(self.grammar)
+        self.budget = budget
+        self.exact_chart = Chart(self.lexer, self.vocab, budget)
+        self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=True)
+        self.realizer = Realizer(self.lexer, self.vocab)
+        self.stats: Counter = Counter()
+        self.seconds: Counter = Counter()
+        self._last: tuple | None = None  # (slots, filling) of the last witness
+
+    # -- public ------------------------------------------------------------------------------
+    def check(self, parts: Sequence[Part]) -> bool:
+        """True iff some filling of the holes makes the whole a word of the grammar."""
+        ok = self.result(parts).ok
+        if ok is None:
+            raise ChartBudgetExceeded("the exact chart ran out of budget; raise InfillingChecker(budget=...)")
+        return ok
+
+    def witness(self, parts: Sequence[Part]) -> list[list[int]] | None:
+        """Token ids for each hole (in order) of one completion, or ``None`` if there is none."""
+        r = self.result(parts)
+        return r.holes if r.ok else None
+
+    def result(self, parts: Sequence[Part], *, exact: bool = True, budget: int | None | str = "default") -> CheckResult:
+        """The decision with a witness and the step that made it.  ``exact=False`` never runs the
+        exact chart (an undecided call returns ``ok=None``, how ``"undecided"``); ``budget``
+        overrides the exact chart's work limit for this call."""
+        t0 = time.perf_counter()
+        slots, spans = slots_and_spans(parts, self.vocab)
+        saved = self.exact_chart.budget
+        if budget != "default":
+            self.exact_chart.budget = budget
+        # charts allocate many small objects and no reference cycles: the cyclic collector's full
+        # passes over them would cost more than the check itself
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            r = self._decide(slots, exact)
+        finally:
+            self.exact_chart.budget = saved
+            if enabled:
+                gc.enable()
+        r.slots = slots
+        r.hole_spans = [span for part, span in zip(parts, spans) if isinstance(part, Hole)]
+        r.seconds = time.perf_counter() - t0
+        self.stats[r.how] += 1
+        self.seconds[r.how] += r.seconds
+        if r.ok:
+            self._last = (slots, r.filling)
+        return r
+
+    def check_slots(self, slots: tuple, *, exact: bool = True) -> CheckResult:
+        """Like :meth:`result` on slots already built with :func:`~guided.diffusion.canvas.slots_of`."""
+        t0 = time.perf_counter()
+        r = self._decide(tuple(slots), exact)
+        r.slots = tuple(slots)
+        r.seconds = time.perf_counter() - t0
+        self.stats[r.how] += 1
+        self.seconds[r.how] += r.seconds
+        if r.ok:
+            self._last = (r.slots, r.filling)
+        return r
+
+    # -- the steps ------------------------------------------------------------------------------
+    def _decide(self, slots: tuple, exact: bool) -> CheckResult:
+        holes = [i for i, s in enumerate(slots) if s[0] == "h"]
+        if not holes:
+            ok = parse_bytes(self.lexer, b"".join(arg for _, arg in slots))
+            return CheckResult(ok, "parse", filling={})
+        reused = self._reuse(slots)
+        if reused is not None:
+            return CheckResult(True, "reuse", filling=reused)
+        relaxed, runs = self._relaxed_slots(slots)
+        if not self.relaxed_chart.run(relaxed):
+            return CheckResult(False, "relaxed")
+        filling = self._realize(slots, runs)
+        if filling is not None:
+            return CheckResult(True, "realized", filling=filling)
+        if not exact:
+            return CheckResult(None, "undecided")
+        try:
+            ok = self.exact_chart.run(slots)
+        except ChartBudgetExceeded:
+            return CheckResult(None, "budget")
+        if not ok:
+            return CheckResult(False, "exact")
+        return CheckResult(True, "exact", filling=self._exact_filling(slots))
+
+    def _reuse(self, slots: tuple) -> dict | None:
+        last = self._last
+        if last is None or len(last[0]) != len(slots):
+            return None
+        old_slots, old_fill = last
+        tb = self.vocab.token_bytes
+        parts = []
+        filling = {}
+        for i, (kind, arg) in enumerate(slots):
+            if kind == "k":
+                parts.append(arg)
+                continue
+            if old_slots[i][0] != "h":
+                return None
+            t = old_fill.get(i)
+            if t is None:
+                if not arg:  # a required slot the old witness left empty
+                    return None
+            else:
+                parts.append(tb[t])
+            filling[i] = t
+        if parse_bytes(self.lexer, b"".join(parts)):
+            return filling
+        return None
+
+    @staticmethod
+    def _relaxed_slots(slots: tuple):
+        relaxed: list = []
+        runs: list = []  # (relaxed index, [hole slot indices])
+        for i, s in enumerate(slots):
+            if s[0] == "h":
+                if relaxed and relaxed[-1][0] == "g":
+                    runs[-1][1].append(i)
+                else:
+                    runs.append((len(relaxed), [i]))
+                    relaxed.append(("g", None))
+            else:
+                relaxed.append(s)
+        return tuple(relaxed), runs
+
+    def _realize(self, slots: tuple, runs: list) -> dict | None:
+        """Real tokens for the relaxed chart's accepted path, checked by a parse; None if that fails."""
+        realizer = self.realizer
+        pieces = realizer.pieces(self.relaxed_chart)
+        for spaced in (False, True):
+            filling = {}
+            ok = True
+            for gi, members in runs:
+                required = sum(1 for i in members if not slots[i][1])
+                parts = realizer.gap_bytes(pieces.get(gi, []), spaced)
+                if parts is None:
+                    ok = False
+                    break
+                ids = self._split_run(parts, required, len(members), pieces.get(gi, []))
+                if ids is None:
+                    ok = False
+                    break
+                # tokens go to the required slots first, then to optional ones
+                order = [i for i in members if not slots[i][1]] + [i for i in members if slots[i][1]]
+                for k, i in enumerate(order):
+                    filling[i] = ids[k] if k < len(ids) else None
+            if not ok:
+                continue
+            tb = self.vocab.token_bytes
+            data = b"".join(
+                arg if kind == "k" else (tb[filling[i]] if filling[i] is not None else b"")
+                for i, (kind, arg) in enumerate(slots)
+            )
+            if parse_bytes(self.lexer, data):
+                return filling
+        return None
+
+    def _split_run(self, parts: list, lo: int, hi: int, pieces: list) -> list[int] | None:
+        realizer = self.realizer
+        data = b"".join(parts)
+        ids = realizer.split(data, lo, hi)
+        if ids is not None or len(data) >= lo:
+            return ids
+        # too few bytes for the required tokens: pad with an ignored lexeme at a lexeme boundary
+        need = lo - len(data)
+        pad = realizer.pad(need)
+        if pad is not None:
+            q0 = self.lexer.q0
+            boundaries = [0] if not pieces or pieces[0][1] == q0 else []
+            boundaries += [k + 1 for k, piece in enumerate(pieces) if piece[0] in ("emit", "skip", "lex")]
+            for k in boundaries:
+                ids = realizer.split(b"".join(parts[:k] + [pad] + parts[k:]), lo, hi)
+                if ids is not None:
+                    return ids
+        # lengthen a piece that stays inside one lexeme
+        for k, (kind, q, x) in enumerate(pieces):
+            if kind != "through":
+                continue
+            longer = realizer.longer_path(q, x, len(parts[k]) + need)
+            if longer is not None:
+                cand = parts[:k] + [longer] + parts[k + 1 :]
+                ids = realizer.split(b"".join(cand), lo, hi)
+                if ids is not None:
+                    return ids
+        return None
+
+    def _exact_filling(self, slots: tuple) -> dict:
+        filling: dict = {}
+        lexer, vocab = self.lexer, self.vocab
+        for src, t, path, dst in self.exact_chart.scans():
+            for st in self.exact_chart.path_steps(path):
+                if st[0] == "g":
+                    continue
+                i, q, ci = st
+                filling[i] = None if ci < 0 else lexer.classes(q, vocab)[ci].witness
+        for i, s in enumerate(slots):
+            if s[0] == "h" and i not in filling:
+                filling[i] = None
+        return filling

@@ -1,0 +1,268 @@
+"""Turn a relaxed chart's accepted path into real tokens for every hole (a witness), or give up.
+
+The relaxed chart reads each run of holes as *any* byte string.  Its accepted path says, per
+run, which lexemes the run holds: the end of the lexeme that was in progress when the run
+began, whole lexemes inside it, and the start of the lexeme that continues after it.  Each
+becomes the shortest bytes with that behaviour (breadth-first in the lexer automaton); the
+run's bytes are then split into a number of vocabulary tokens the run allows (dynamic
+programming over token boundaries), padding with ignored whitespace or lengthening a lexeme
+when the run needs more tokens than its bytes give.  The whole filled output is finally
+lexed and parsed exactly, so a returned witness is always a real word of the grammar; when
+any step fails the caller falls back to the exact chart.
+
+    >>> realizer = Realizer(lexer, vocab)
+    >>> realizer.fill(relaxed_chart, runs)     # {slot: token id or None} or None
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from guided.diffusion.lexing import NOT_ACCEPTING, SKIP, GreedyLexer
+
+__all__ = ["Realizer", "parse_bytes"]
+
+_MAX_TOKEN_BYTES = 48  # longest token tried when splitting a run's bytes (an under-approximation is fine)
+
+
+def parse_bytes(lexer: GreedyLexer, data: bytes) -> bool:
+    """True iff ``data`` is a word of the grammar under greedy non-contextual lexing."""
+    labels = lexer.lex_bytes(data)
+    if labels is None:
+        return False
+    tables = lexer.compiled.tables
+    cols = [tables.initial()]
+    for lab in labels:
+        terms, may_skip = lexer.labels[lab]
+        nxt = []
+        for col in cols:
+            for t in terms:
+                c = col.scan(t)
+                if c is not None and all(c is not o for o in nxt):
+                    nxt.append(c)
+            if may_skip and all(col is not o for o in nxt):
+                nxt.append(col)
+        if not nxt:
+            return False
+        cols = nxt
+    return any(c.accepting for c in cols)
+
+
+class Realizer:
+    """Bytes for the lexeme pieces of relaxed gaps, and token splits with a given count."""
+
+    def __init__(self, lexer: GreedyLexer, vocab):
+        self.lexer = lexer
+        self.vocab = vocab
+        self._bfs: dict = {}
+        self._separators = None
+        self._pad = None
+
+    # -- lexer searches ------------------------------------------------------------------------
+    def _tree(self, q: int):
+        """Shortest byte paths from ``q`` that emit no label: ``{state: (parent, byte)}`` and the
+        shortest clean emissions ``{label: (state before, byte)}`` (lexeme ended by an eager cut)."""
+        hit = self._bfs.get(q)
+        if hit is not None:
+            return hit
+        lexer = self.lexer
+        parent = {q: None}
+        eager: dict = {}
+        order = deque([q])
+        while order:
+            r = order.popleft()
+            for b in range(256):
+                st = lexer.step(r, b)
+                if st is None:
+                    continue
+                em, n = st
+                if not em:
+                    if n not in parent:
+                        parent[n] = (r, b)
+                        order.append(n)
+                elif len(em) == 1 and n == lexer.q0 and lexer.row(r)[b] >= 0:
+                    # the byte completed a lexeme that nothing can extend: a clean end
+                    if em[0] not in eager:
+                        eager[em[0]] = (r, b)
+        hit = (parent, eager)
+        self._bfs[q] = hit
+        return hit
+
+    def _path(self, q: int, r: int) -> bytes | None:
+        parent, _ = self._tree(q)
+        if r not in parent:
+            return None
+        out = bytearray()
+        while parent[r] is not None:
+            r, b = parent[r]
+            out.append(b)
+        return bytes(reversed(out))
+
+    def emit_bytes(self, q: int, labels) -> tuple[bytes, bool] | None:
+        """Shortest bytes from ``q`` ending the lexeme as one of ``labels``; ``clean``: nothing can extend it."""
+        parent, eager = self._tree(q)
+        best = None
+        for lab in labels:
+            e = eager.get(lab)
+            if e is not None:
+                r, b = e
+                cand = self._path(q, r) + bytes([b])
+                if best is None or len(cand) < len(best[0]):
+                    best = (cand, True)
+        if best is not None:
+            return best
+        lexer = self.lexer
+        for r in parent:  # BFS order: shortest first
+            if r != lexer.q0 and lexer.label_of(r) in labels:
+                return self._path(q, r), False
+        return None
+
+    def separators(self) -> list[bytes]:
+        """Shortest strings of the ignored terminals (inserted between lexemes)."""
+        if self._separators is None:
+            lexer = self.lexer
+            seps = []
+            parent, _ = self._tree(lexer.q0)
+            for r in parent:
+                if r != lexer.q0 and lexer.label_of(r) == SKIP:
+                    p = self._path(lexer.q0, r)
+                    if p and p not in seps:
+                        seps.append(p)
+            seps.sort(key=len)
+            self._separators = seps[:3]
+        return self._separators
+
+    def pad(self, m: int) -> bytes | None:
+        """An ignored lexeme of exactly ``m`` bytes (a run of one repeated byte), if the grammar has one."""
+        if m <= 0:
+            return b""
+        lexer = self.lexer
+        for sep in self.separators():
+            if len(sep) != 1:
+                continue
+            data = sep * m
+            if lexer.lex_bytes(data) == ():
+                return data
+        return None
+
+    def longer_path(self, q: int, r: int, length: int) -> bytes | None:
+        """Bytes of exactly ``length`` from ``q`` to ``r`` emitting no label (layered search)."""
+        lexer = self.lexer
+        layers = [{q: None}]
+        for _ in range(length):
+            cur = layers[-1]
+            nxt: dict = {}
+            for s in cur:
+                for b in range(256):
+                    st = lexer.step(s, b)
+                    if st is None or st[0]:
+                        continue
+                    n = st[1]
+                    if n not in nxt:
+                        nxt[n] = (s, b)
+            if not nxt:
+                return None
+            layers.append(nxt)
+        if r not in layers[-1]:
+            return None
+        out = bytearray()
+        for k in range(length, 0, -1):
+            s, b = layers[k][r]
+            out.append(b)
+            r = s
+        return bytes(reversed(out))
+
+    # -- tokens ------------------------------------------------------------------------------------
+    def split(self, data: bytes, lo: int, hi: int) -> list[int] | None:
+        """Token ids spelling ``data`` with a count in ``[lo, hi]`` (fewest tokens that reach ``lo``)."""
+        n = len(data)
+        if n == 0:
+            return [] if lo == 0 else None
+        to_id = self.vocab.bytes_to_id
+        # reach[i]: bitset of token counts that spell data[:i]; back[(i, k)] = previous position
+        reach = [0] * (n + 1)
+        reach[0] = 1
+        cap = (1 << (hi + 1)) - 1
+        back: dict = {}
+        for i in range(n):
+            if not reach[i]:
+                continue
+            counts = reach[i]
+            for ln in range(1, min(_MAX_TOKEN_BYTES, n - i) + 1):
+                piece = data[i : i + ln]
+                if piece not in to_id:
+                    continue
+                j = i + ln
+                new = (counts << 1) & cap & ~reach[j]
+                if new:
+                    reach[j] |= new
+                    k = 0
+                    while new:
+                        if new & 1:
+                            back[(j, k)] = i
+                        new >>= 1
+                        k += 1
+        ok = reach[n] >> lo
+        if not ok:
+            return None
+        k = lo + ((ok & -ok).bit_length() - 1)
+        ids = []
+        j = n
+        while j > 0:
+            i = back[(j, k)]
+            ids.append(to_id[data[i:j]])
+            j, k = i, k - 1
+        ids.reverse()
+        return ids
+
+    # -- from a relaxed chart -------------------------------------------------------------------------
+    def pieces(self, chart) -> dict:
+        """Per relaxed gap slot, the lexeme pieces of the accepted path, in order."""
+        out: dict = {}
+        for src, t, path, dst in chart.scans():
+            if t is not None and path is None and src is dst and src.key[0] == "G":
+                out.setdefault(src.key[1], []).append(("lex", self.lexer.q0, t))
+                continue
+            for st in chart.path_steps(path):
+                if st[0] == "g":
+                    _, i, q, kind, x = st
+                    out.setdefault(i, []).append((kind, q, x))
+        return out
+
+    def gap_bytes(self, pieces: list, spaced: bool) -> list[bytes] | None:
+        """Bytes of each piece (``spaced``: an ignored separator after every lexeme that may be extended)."""
+        lexer = self.lexer
+        seps = self.separators() if spaced else []
+        parts: list[bytes] = []
+        for kind, q, x in pieces:
+            if kind == "through":
+                b = self._path(q, x)
+                if b is None:
+                    return None
+                parts.append(b)
+            elif kind == "skip":
+                found = None
+                parent, _ = self._tree(q)
+                for r in parent:
+                    if r != lexer.q0 and lexer.label_of(r) == SKIP:
+                        found = self._path(q, r)
+                        break
+                if found is None:
+                    return None
+                parts.append(found)
+            else:
+                labels = [x] if kind == "emit" else self._labels_with(x)
+                e = self.emit_bytes(q, labels)
+                if e is None:
+                    return None
+                data, clean = e
+                if spaced and seps and (not clean):
+                    data = data + seps[0]
+                parts.append(data)
+        return parts
+
+    def _labels_with(self, t: int) -> list[int]:
+        """Labels containing terminal ``t`` (every state reachable from q0 has its label interned)."""
+        for q in self._tree(self.lexer.q0)[0]:
+            self.lexer.label_of(q)
+        return [lab for lab, (terms, _) in enumerate(self.lexer.labels) if t in terms]

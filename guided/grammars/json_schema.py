@@ -1,0 +1,205 @@
+"""``JSONSchema``: a constraint whose outputs are the JSON texts a JSON Schema accepts.
+
+    >>> c = JSONSchema({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    >>> state = c.start(vocab)                      # a Grammar constraint underneath
+    >>> print(c.grammar_text)                       # the generated Lark grammar
+
+    >>> class Point(pydantic.BaseModel):
+    ...     x: int
+    ...     y: int = 0
+    >>> JSONSchema.from_pydantic(Point)
+
+The schema compiles to a Lark grammar (:mod:`guided.grammars.json_schema_grammar`), which
+:class:`guided.grammars.Grammar` turns into token masks.  Soundness comes first: a JSON
+text the schema rejects is never accepted.  Some valid texts are not accepted either
+(see *Completeness* below); every keyword that cannot be compiled exactly raises
+:class:`UnsupportedSchemaError` naming the keyword and its JSON pointer.
+
+Supported: ``type`` (and lists), ``enum``, ``const``, ``properties``, ``required``,
+``additionalProperties`` (true/false/schema), ``patternProperties`` (up to 4 patterns per
+object), ``propertyNames`` (string constraints), ``minProperties``/``maxProperties``,
+``dependentRequired``/``dependentSchemas``/``dependencies``, ``items``/``prefixItems``/
+``additionalItems``, ``minItems``/``maxItems``, ``minLength``/``maxLength`` (characters
+after unescaping), ``pattern`` (ECMA-262; several patterns, formats and lengths are
+intersected), ``format`` (date, time, date-time, email, hostname, ipv4, ipv6, uuid, uri,
+uri-reference, iri, iri-reference, json-pointer, relative-json-pointer, duration),
+``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum`` (draft-4 boolean forms
+too; numbers compare as exact decimals), ``multipleOf`` (any step ``a/10**k`` with a
+small divisibility automaton; few multiples on a bounded range are listed), ``anyOf``,
+``allOf`` (merged), ``oneOf`` (exact: disjoint branches are a union, otherwise each
+branch is intersected with the complement of the others), ``not`` and
+``if``/``then``/``else`` (exact complements of type, enum/const, lengths, pattern,
+ranges, required, properties, ``additionalProperties: false``, item and property counts),
+``$ref``/``$defs``/``definitions``/``$id``/``$anchor`` (recursive schemas included; no
+network), boolean schemas, drafts 4, 6, 7, 2019-09 and 2020-12 (``$schema``; default
+2020-12; an unknown ``$schema`` is refused).  ``unevaluatedProperties``/
+``unevaluatedItems`` only where they equal ``additionalProperties``/``items``.
+
+Refused (``UnsupportedSchemaError``, with keyword and JSON pointer): ``uniqueItems: true``,
+``contains``, formats ``regex``/``uri-template``/``idn-email``/``idn-hostname``,
+``$dynamicRef`` to dynamic anchors, remote ``$ref``, negations and overlapping ``oneOf``
+branches whose complement is not expressible (``format``, ``multipleOf``,
+``patternProperties``, ``items``...), patterns with back-references, lookaround, word
+boundaries or ``\\p{...}``, ``multipleOf`` steps without a small regex, terminals too
+large for the lexer.  A refused keyword that cannot matter (``uniqueItems`` where no
+array is allowed) is not an error.  Unknown keywords (``title``, ``x-...``) and unknown
+formats are annotations and are ignored, as the specification says.
+
+``strict=False`` relaxes exactly these refusals: ``uniqueItems``, ``contains``,
+``unevaluated*``, the unsupported formats and unsupported patterns are ignored, and
+overlapping ``oneOf`` branches become ``anyOf``.  Soundness may then be lost *only* for
+those keywords (an array with duplicates, a string matching no pattern, a value matching
+two ``oneOf`` branches can be accepted).  ``assert_formats=False`` treats ``format`` as
+an annotation (the 2020-12 default); by default known formats are enforced, which only
+accepts less.
+
+Completeness (valid texts that are *not* accepted, by design):
+
+* named properties appear in the schema's ``properties`` order (``allOf`` parts in
+  order, then ``required`` names); unnamed properties may come first or after any member;
+* strings constrained by a pattern, format or length accept printable ASCII raw, the
+  short escapes, and ``\\uXXXX`` only for control characters (non-ASCII raw, as
+  ``json.dumps(..., ensure_ascii=False)`` writes it); property names and enum strings
+  only in ``json.dumps`` spelling; unconstrained strings accept every JSON spelling;
+* integers are ``-?(0|[1-9][0-9]*)`` with an optional ``.0+`` (no exponent); bounded
+  numbers are plain decimals, plus exponent forms of magnitudes below 1 when the range
+  holds them all;
+* format subsets: no leap seconds, no IP-literal hosts or quoted email local parts,
+  host names of at most 4 labels of at most 62 characters and no ``xn--`` labels;
+* a pattern whose exact intersection with ``maxLength`` is too large has each unbounded
+  repetition capped so every word still fits.
+
+Whitespace: ``whitespace="flexible"`` (default) allows JSON whitespace between tokens;
+``"compact"`` allows none.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from guided.constraint import Constraint
+from guided.grammars.json_schema_grammar import build_grammar
+from guided.grammars.json_schema_ir import (
+    InvalidSchemaError,
+    SchemaContext,
+    import_jsonschema,
+    UnsatisfiableSchemaError,
+    UnsupportedSchemaError,
+)
+
+__all__ = ["JSONSchema", "UnsupportedSchemaError", "InvalidSchemaError", "UnsatisfiableSchemaError", "schema_to_lark"]
+
+
+def _load(schema: Any) -> Any:
+    if isinstance(schema, (bytes, bytearray)):
+        schema = schema.decode("utf-8")
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise InvalidSchemaError(f"not valid JSON: {exc}") from None
+    if isinstance(schema, type):
+        try:
+            from pydantic import BaseModel
+        except ImportError:  # pragma: no cover
+            BaseModel = None
+        if BaseModel is not None and issubclass(schema, BaseModel):
+            return schema.model_json_schema()
+    if not isinstance(schema, (dict, bool)):
+        raise InvalidSchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}")
+    return schema
+
+
+def _check_schema(schema: Any) -> None:
+    """Validate against the metaschema of the schema's draft (InvalidSchemaError on failure)."""
+    jsonschema = import_jsonschema()
+    cls = jsonschema.validators.validator_for(schema if isinstance(schema, dict) else {},
+                                              default=jsonschema.Draft202012Validator)
+    # no format checker: "format": "regex" would be judged by Python's regex dialect
+    validator = cls(cls.META_SCHEMA)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(schema))
+    if error is not None:
+        pointer = "#" + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path)
+        raise InvalidSchemaError(error.message, pointer)
+
+
+def schema_to_lark(
+    schema: Any,
+    *,
+    strict: bool = True,
+    whitespace: str = "flexible",
+    validate: bool = True,
+    assert_formats: bool = True,
+) -> str:
+    """The Lark grammar (start rule ``start``) for ``schema`` (a dict, bool, JSON text or pydantic model)."""
+    return _compile(schema, strict, whitespace, validate, assert_formats)[0]
+
+
+def _compile(schema, strict, whitespace, validate, assert_formats) -> tuple[str, dict]:
+    if whitespace not in ("flexible", "compact"):
+        raise ValueError("whitespace must be 'flexible' or 'compact'")
+    schema = _load(schema)
+    if validate:
+        _check_schema(schema)
+    ctx = SchemaContext(schema, strict=strict, assert_formats=assert_formats)
+    return build_grammar(ctx, compact=whitespace == "compact")
+
+
+def _build_engine_grammar(text: str, origins: dict):
+    """The grammar engine's constraint; a terminal it cannot compile is blamed on its keyword."""
+    from guided.grammars.grammar import Grammar, GrammarError
+
+    try:
+        return Grammar(text, start="start", source="<json schema>")
+    except GrammarError as exc:
+        origin = origins.get(getattr(exc, "name", None) or "")
+        if origin is not None:
+            raise UnsupportedSchemaError(origin[0], origin[1], f"its regex cannot be compiled: {exc}") from None
+        raise
+
+
+class JSONSchema(Constraint):
+    """Output must be a JSON text valid under ``schema`` (see the module docstring for details).
+
+    ``schema``: a dict, a bool, JSON text, or a pydantic model class.  ``strict``: refuse
+    keywords that cannot be compiled exactly (default) or relax them as documented.
+    ``whitespace``: ``"flexible"`` or ``"compact"``.  ``validate``: check the schema
+    against its draft's metaschema first (``InvalidSchemaError``).
+    Compilation happens here, so schema errors raise at construction.
+    """
+
+    def __init__(
+        self,
+        schema: Any,
+        *,
+        strict: bool = True,
+        whitespace: str = "flexible",
+        validate: bool = True,
+        assert_formats: bool = True,
+    ):
+        super().__init__()
+        self.schema = _load(schema)
+        self.strict = strict
+        self.whitespace = whitespace
+        self.grammar_text, origins = _compile(self.schema, strict, whitespace, validate, assert_formats)
+        self._grammar = _build_engine_grammar(self.grammar_text, origins)
+
+    @classmethod
+    def from_pydantic(cls, model, **kwargs) -> "JSONSchema":
+        """From a pydantic v2 model class (its ``model_json_schema()``)."""
+        return cls(model.model_json_schema(), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"JSONSchema(<{len(json.dumps(self.schema))} chars>, strict={self.strict}, whitespace={self.whitespace!r})"
+
+    @property
+    def grammar(self):
+        """The :class:`guided.grammars.Grammar` this schema compiles to."""
+        return self._grammar
+
+    def compile(self, vocab):
+        return self.grammar.compiled_for(vocab)
+
+    def initial_state(self, compiled, vocab):
+        return self.grammar.initial_state(compiled, vocab)

@@ -1,0 +1,166 @@
+"""AWRS is exact: its tokens follow p*c/Z (chi-square) and its weights average to Z.
+
+The next-token distribution is a fixed row over the real Llama-3 vocabulary (plus padding
+columns, which are never allowed); the constraint is a real regex.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from guided.grammars import Regex
+from guided.samplers import AWRS, Masking, Sampling, StepContext
+from sampler_toys import standard_error
+
+PADDING = 64  # the model has more columns than the tokenizer has ids
+
+
+def make_row(vocab, named: dict[bytes, float], padding_mass: float) -> torch.Tensor:
+    """Probabilities: ``named`` tokens explicitly, ``padding_mass`` on one padding column,
+    the rest spread uniformly over every other column."""
+    width = vocab.size + PADDING
+    ids = {vocab.bytes_to_id[b]: p for b, p in named.items()}
+    rest = 1.0 - sum(ids.values()) - padding_mass
+    others = width - len(ids) - 1
+    probs = np.full(width, rest / others)
+    for i, p in ids.items():
+        probs[i] = p
+    probs[vocab.size + 3] = padding_mass
+    with np.errstate(divide="ignore"):
+        return torch.from_numpy(np.log(probs)).float()
+
+
+def exact_target(row: torch.Tensor, state, vocab) -> tuple[np.ndarray, float]:
+    """p*c/Z over the columns, and Z (computed in float64 from the same float32 row)."""
+    p = torch.softmax(row.double(), dim=-1).numpy()
+    c = np.zeros(len(p), dtype=bool)
+    c[: vocab.size] = state.allowed_mask()
+    z = float(p[c].sum())
+    return np.where(c, p, 0.0) / z, z
+
+
+def draw_many(sampler, row, state, vocab, n, seed, batch=100):
+    ctx = StepContext.create(vocab, Sampling(), seed=seed)
+    tokens, weights = [], []
+    for _ in range(n // batch):
+        result = sampler.step(row.expand(batch, -1), [state] * batch, ctx)
+        tokens += result.tokens
+        weights += list(np.exp(result.log_weights))
+        for token, nxt in zip(result.tokens, result.states):
+            assert nxt is not None and state.advance(token) is not None
+    return np.asarray(tokens), np.asarray(weights), ctx.stats
+
+
+def check_exact(tokens, weights, target, z, named_ids):
+    """Chi-square of the draws against p*c/Z (rare categories pooled), and mean weight vs Z."""
+    observed = [int(np.sum(tokens == i)) for i in named_ids]
+    expected = [target[i] * len(tokens) for i in named_ids]
+    observed.append(len(tokens) - sum(observed))  # every other valid token
+    expected.append(len(tokens) - sum(expected))
+    cells = sorted(zip(expected, observed))
+    while len(cells) > 2 and cells[0][0] < 5:  # pool the smallest cells until each expects >= 5
+        (e0, o0), (e1, o1) = cells[0], cells[1]
+        cells = sorted([(e0 + e1, o0 + o1)] + cells[2:])
+    expected, observed = zip(*cells)
+    assert chisquare(observed, expected).pvalue > 1e-3, (observed, np.round(expected, 1))
+    se = standard_error(weights)
+    assert abs(weights.mean() - z) < 4 * se + 1e-4 * z, (weights.mean(), z, se)  # float32 logits
+
+
+FLAT = {b"1": 0.15, b"2": 0.05, b"42": 0.03, b"7": 0.02, b"a": 0.20, b" the": 0.10, b"x": 0.05}
+PEAKED = {b"1": 0.80, b"2": 0.04, b"42": 0.02, b"a": 0.06, b" the": 0.02}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sampler, named, padding",
+    [
+        (AWRS(estimator="recursive", max_rejects=10**6), FLAT, 0.2),
+        (AWRS(estimator="recursive", max_rejects=10**6, chunk=2), FLAT, 0.2),  # walks into the tail
+        (AWRS(estimator="recursive", max_rejects=3), FLAT, 0.2),  # mask fallback half the time
+        (AWRS(estimator="geometric", max_rejects=10**6), FLAT, 0.2),
+        (AWRS(estimator="geometric", max_rejects=2), FLAT, 0.2),  # stream finished from the mask
+        (AWRS(estimator="auto"), PEAKED, 0.02),  # geometric (top token >= 2/3)
+        (Masking(), FLAT, 0.2),
+    ],
+    ids=["recursive", "recursive-tail", "recursive-fallback", "geometric", "geometric-fallback",
+         "auto-peaked", "masking"],
+)
+def test_tokens_follow_p_c_over_z_and_weights_average_to_z(vocab, sampler, named, padding):
+    state = Regex(r"[0-9]+").start(vocab)
+    row = make_row(vocab, named, padding)
+    target, z = exact_target(row, state, vocab)
+    named_valid = [vocab.bytes_to_id[b] for b in named if b.strip().isdigit()]
+    tokens, weights, stats = draw_many(sampler, row, state, vocab, n=800, seed=7)
+    check_exact(tokens, weights, target, z, named_valid)
+    assert not np.any(tokens >= vocab.size)  # padding columns carry mass but are never drawn
+    if isinstance(sampler, Masking):
+        assert np.allclose(weights, z, rtol=1e-4)
+
+
+def test_awrs_checks_few_tokens_when_the_model_agrees_with_the_constraint(vocab):
+    state = Regex(r"[0-9]+").start(vocab)
+    row = make_row(vocab, PEAKED, 0.02)
+    _, _, stats = draw_many(AWRS(), row, state, vocab, n=1000, seed=1)
+    assert stats.checks / stats.tokens < 2.0
+    assert stats.masks == 0
+    _, _, stats = draw_many(AWRS(estimator="recursive"), row, state, vocab, n=1000, seed=1)
+    assert 2.0 <= stats.checks / stats.tokens < 3.0  # the accepted token and the tail check
+
+
+def test_max_rejects_bounds_the_checks_of_a_step(vocab):
+    state = Regex(r"[0-9]+").start(vocab)
+    # Almost all mass on invalid tokens: the walk would need ~100 checks per step.
+    row = make_row(vocab, {b"1": 0.005, b"a": 0.5, b" the": 0.3}, 0.0)
+    ctx = StepContext.create(vocab, Sampling(), seed=3)
+    for _ in range(20):
+        before = ctx.stats.checks
+        result = AWRS(max_rejects=5).step(row[None], [state], ctx)
+        assert result.states[0] is not None
+        assert ctx.stats.checks - before <= 5 + 2  # rejects, then the fallback's own advance
+    assert ctx.stats.mask_fallbacks > 0
+
+
+def test_greedy_is_the_constrained_argmax(vocab):
+    state = Regex(r"[0-9]+").start(vocab)
+    row = make_row(vocab, FLAT, 0.2)
+    ctx = StepContext.create(vocab, Sampling(temperature=0), seed=0)
+    for sampler in (AWRS(), AWRS(max_rejects=1), Masking()):
+        result = sampler.step(row[None], [state], ctx)
+        assert result.tokens == [vocab.bytes_to_id[b"1"]]
+        assert result.log_weights[0] == 0.0
+
+
+def test_nothing_valid_with_mass(vocab):
+    """Z == 0: SMC sees a dead row; generate falls back to the untruncated distribution."""
+    state = Regex(r"[0-9]+").start(vocab)
+    row = make_row(vocab, {b"1": 0.01, b"a": 0.6, b" the": 0.3}, 0.05)
+    sampling = Sampling(top_k=2)  # cuts every digit
+    for sampler in (AWRS(), AWRS(estimator="geometric"), Masking()):
+        smc_ctx = StepContext.create(vocab, sampling, seed=0, truncation_fallback=False)
+        result = sampler.step(row[None], [state], smc_ctx)
+        assert result.states == [None] and result.tokens == [-1]
+        assert result.log_weights[0] == -math.inf
+        ctx = StepContext.create(vocab, sampling, seed=0)
+        result = sampler.step(row[None], [state], ctx)
+        assert result.states[0] is not None and state.allows(result.tokens[0])
+        assert ctx.stats.truncation_fallbacks == 1
+
+
+def test_seeded_steps_are_reproducible(vocab):
+    state = Regex(r"[0-9]+").start(vocab)
+    row = make_row(vocab, FLAT, 0.2)
+    runs = [draw_many(AWRS(), row, state, vocab, n=200, seed=11)[:2] for _ in range(2)]
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        AWRS(estimator="other")
+    with pytest.raises(ValueError):
+        AWRS(max_accepts=1)
+    with pytest.raises(ValueError):
+        AWRS(max_rejects=0)

@@ -113,7 +113,7 @@ class InfillingChecker:
     ``None``: unlimited); a call that exceeds it returns ``ok=None``.
     """
 
-    def __init__(self, grammar, vocab, *, budget: int | None = 2_000_000):
+    def __init__(self, grammar, vocab, *, budget: int | None = 2_000_000, short_holes: int = 2):
         from guided.vocab import Vocabulary
 
         self.grammar = _as_grammar(grammar)
@@ -122,6 +122,9 @@ class InfillingChecker:
         self.budget = budget
         self.exact_chart = Chart(self.lexer, self.vocab, budget)
         self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=True)
+        self.hybrid_chart = Chart(self.lexer, self.vocab, weighted=True)
+        self.short_holes = short_holes
+        self.token_search_limit = 12  # runs up to this many holes are realized by a token search
         self.realizer = Realizer(self.lexer, self.vocab)
         self.stats: Counter = Counter()
         self.seconds: Counter = Counter()
@@ -189,12 +192,26 @@ class InfillingChecker:
         reused = self._reuse(slots)
         if reused is not None:
             return CheckResult(True, "reuse", filling=reused)
-        relaxed, runs = self._relaxed_slots(slots)
+        relaxed, runs, index = self._relaxed_slots(slots)
         if not self.relaxed_chart.run(relaxed):
             return CheckResult(False, "relaxed")
-        filling = self._realize(slots, runs)
+        filling = self._realize(slots, runs, self.relaxed_chart, index)
         if filling is not None:
             return CheckResult(True, "realized", filling=filling)
+        # counts matter most in short holes, where keeping them exact is cheap
+        hybrid, runs, index = self._relaxed_slots(slots, self.short_holes)
+        if hybrid != relaxed and exact:
+            self.hybrid_chart.budget = self.exact_chart.budget
+            try:
+                ok = self.hybrid_chart.run(hybrid)
+            except ChartBudgetExceeded:
+                ok = None
+            if ok is False:
+                return CheckResult(False, "hybrid")
+            if ok:
+                filling = self._realize(slots, runs, self.hybrid_chart, index)
+                if filling is not None:
+                    return CheckResult(True, "hybrid", filling=filling)
         if not exact:
             return CheckResult(None, "undecided")
         try:
@@ -231,34 +248,49 @@ class InfillingChecker:
         return None
 
     @staticmethod
-    def _relaxed_slots(slots: tuple):
+    def _relaxed_slots(slots: tuple, keep_short: int = 0):
+        """Slots with every run of more than ``keep_short`` holes turned into one gap (any bytes).
+        Returns the slots, the gap runs ``(gap slot, [hole slots])`` and, per kept slot, its index."""
         relaxed: list = []
-        runs: list = []  # (relaxed index, [hole slot indices])
-        for i, s in enumerate(slots):
-            if s[0] == "h":
-                if relaxed and relaxed[-1][0] == "g":
-                    runs[-1][1].append(i)
-                else:
-                    runs.append((len(relaxed), [i]))
-                    relaxed.append(("g", None))
+        runs: list = []
+        index: dict = {}
+        i, n = 0, len(slots)
+        while i < n:
+            if slots[i][0] != "h":
+                index[len(relaxed)] = i
+                relaxed.append(slots[i])
+                i += 1
+                continue
+            j = i
+            while j < n and slots[j][0] == "h":
+                j += 1
+            if j - i <= keep_short:
+                for k in range(i, j):
+                    index[len(relaxed)] = k
+                    relaxed.append(slots[k])
             else:
-                relaxed.append(s)
-        return tuple(relaxed), runs
+                runs.append((len(relaxed), list(range(i, j))))
+                relaxed.append(("g", None))
+            i = j
+        return tuple(relaxed), runs, index
 
-    def _realize(self, slots: tuple, runs: list) -> dict | None:
-        """Real tokens for the relaxed chart's accepted path, checked by a parse; None if that fails."""
+    def _realize(self, slots: tuple, runs: list, chart: Chart, index: dict) -> dict | None:
+        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails."""
         realizer = self.realizer
-        pieces = realizer.pieces(self.relaxed_chart)
+        pieces, choices = realizer.read(chart)
         for spaced in (False, True):
-            filling = {}
+            filling = {index[i]: t for i, t in choices.items()}
             ok = True
             for gi, members in runs:
                 required = sum(1 for i in members if not slots[i][1])
-                parts = realizer.gap_bytes(pieces.get(gi, []), spaced)
-                if parts is None:
-                    ok = False
-                    break
-                ids = self._split_run(parts, required, len(members), pieces.get(gi, []))
+                ids = None
+                if not spaced and len(members) <= self.token_search_limit:
+                    # short runs: search tokens directly (exact for this path's lexemes)
+                    ids = realizer.tokens_for(*realizer.plan(pieces.get(gi, [])), required, len(members))
+                if ids is None:
+                    parts = realizer.gap_bytes(pieces.get(gi, []), spaced)
+                    if parts is not None:
+                        ids = self._split_run(parts, required, len(members), pieces.get(gi, []))
                 if ids is None:
                     ok = False
                     break
@@ -270,10 +302,10 @@ class InfillingChecker:
                 continue
             tb = self.vocab.token_bytes
             data = b"".join(
-                arg if kind == "k" else (tb[filling[i]] if filling[i] is not None else b"")
+                arg if kind == "k" else (tb[filling[i]] if filling.get(i) is not None else b"")
                 for i, (kind, arg) in enumerate(slots)
             )
-            if parse_bytes(self.lexer, data):
+            if all(i in filling for i, s in enumerate(slots) if s[0] == "h") and parse_bytes(self.lexer, data):
                 return filling
         return None
 
@@ -295,7 +327,7 @@ class InfillingChecker:
                 if ids is not None:
                     return ids
         # lengthen a piece that stays inside one lexeme
-        for k, (kind, q, x) in enumerate(pieces):
+        for k, (kind, q, x, _t) in enumerate(pieces):
             if kind != "through":
                 continue
             longer = realizer.longer_path(q, x, len(parts[k]) + need)

@@ -57,6 +57,8 @@ class Realizer:
         self._bfs: dict = {}
         self._separators = None
         self._pad = None
+        self._first: dict = {}
+        self._term_labels: dict = {}
 
     # -- lexer searches ------------------------------------------------------------------------
     def _tree(self, q: int):
@@ -216,25 +218,117 @@ class Realizer:
         return ids
 
     # -- from a relaxed chart -------------------------------------------------------------------------
-    def pieces(self, chart) -> dict:
-        """Per relaxed gap slot, the lexeme pieces of the accepted path, in order."""
-        out: dict = {}
+    def read(self, chart) -> tuple[dict, dict]:
+        """From a relaxed chart's accepted path: per gap slot, its lexeme pieces in order
+        ``(kind, lexer state, arg, terminal)``; per kept hole slot, the token chosen (a witness of
+        its class, or None for an empty optional slot)."""
+        pieces: dict = {}
+        choices: dict = {}
         for src, t, path, dst in chart.scans():
             if t is not None and path is None and src is dst and src.key[0] == "G":
-                out.setdefault(src.key[1], []).append(("lex", self.lexer.q0, t))
+                pieces.setdefault(src.key[1], []).append(("lex", self.lexer.q0, t, t))
                 continue
             for st in chart.path_steps(path):
                 if st[0] == "g":
                     _, i, q, kind, x = st
-                    out.setdefault(i, []).append((kind, q, x))
-        return out
+                    pieces.setdefault(i, []).append((kind, q, x, t if kind == "emit" else None))
+                else:
+                    i, q, ci = st
+                    choices[i] = None if ci < 0 else self.lexer.classes(q, self.vocab)[ci].witness
+        return pieces, choices
+
+    def plan(self, pieces: list):
+        """A gap's plan: the lexer state it starts in, the terminals it must emit, the state it ends in."""
+        lexer = self.lexer
+        if not pieces:
+            return lexer.q0, (), lexer.q0
+        start = pieces[0][1]
+        terminals = tuple(t for kind, _, _, t in pieces if kind in ("emit", "lex"))
+        end = pieces[-1][2] if pieces[-1][0] == "through" else lexer.q0
+        return start, terminals, end
+
+    def tokens_for(self, start: int, terminals: tuple, end: int, lo: int, hi: int) -> list[int] | None:
+        """Between ``lo`` and ``hi`` tokens that, read from lexer state ``start``, emit exactly
+        ``terminals`` (each label holding its terminal, or an ignorable label skipped) and end in
+        state ``end``: a layered search over (terminals done, lexer state), fewest tokens first."""
+        lexer = self.lexer
+        labels = lexer.labels
+        n = len(terminals)
+        layers: list[dict] = [{(0, start): None}]
+        for k in range(1, hi + 1):
+            nxt: dict = {}
+            for j, q in layers[-1]:
+                by_first = self._by_first(q)
+                options = list(by_first.get(None, ()))
+                if j < n:
+                    for lab in self._labels_of_terminal(terminals[j]):
+                        options.extend(by_first.get(lab, ()))
+                for lab in self._skippable():
+                    options.extend(by_first.get(lab, ()))
+                for ci in options:
+                    c = lexer.classes(q, self.vocab)[ci]
+                    for j2 in self._advance(j, c.labels, terminals, labels):
+                        key = (j2, c.end)
+                        if key not in nxt:
+                            nxt[key] = ((j, q), ci)
+            if not nxt:
+                return None
+            layers.append(nxt)
+            if k >= lo and (n, end) in nxt:
+                out = []
+                key = (n, end)
+                for layer in range(k, 0, -1):
+                    prev, ci = layers[layer][key]
+                    out.append(lexer.classes(prev[1], self.vocab)[ci].witness)
+                    key = prev
+                out.reverse()
+                return out
+        return None
+
+    @staticmethod
+    def _advance(j: int, seq: tuple, terminals: tuple, labels) -> set:
+        ends = {j}
+        for lab in seq:
+            terms, may_skip = labels[lab]
+            nxt = set()
+            for x in ends:
+                if x < len(terminals) and terminals[x] in terms:
+                    nxt.add(x + 1)
+                if may_skip:
+                    nxt.add(x)
+            ends = nxt
+            if not ends:
+                break
+        return ends
+
+    def _by_first(self, q: int) -> dict:
+        """Classes of lexer state ``q`` by their first label (None: no label)."""
+        hit = self._first.get(q)
+        if hit is None:
+            hit = {}
+            for ci, c in enumerate(self.lexer.classes(q, self.vocab)):
+                hit.setdefault(c.labels[0] if c.labels else None, []).append(ci)
+            self._first[q] = hit
+        return hit
+
+    def _labels_of_terminal(self, t: int) -> list[int]:
+        hit = self._term_labels.get(t)
+        if hit is None or hit[0] != len(self.lexer.labels):
+            hit = self._term_labels[t] = (
+                len(self.lexer.labels),
+                [lab for lab, (terms, _) in enumerate(self.lexer.labels) if t in terms],
+            )
+        return hit[1]
+
+    def _skippable(self) -> list[int]:
+        return [lab for lab, (_, skip) in enumerate(self.lexer.labels) if skip]
 
     def gap_bytes(self, pieces: list, spaced: bool) -> list[bytes] | None:
         """Bytes of each piece (``spaced``: an ignored separator after every lexeme that may be extended)."""
         lexer = self.lexer
         seps = self.separators() if spaced else []
         parts: list[bytes] = []
-        for kind, q, x in pieces:
+        for kind, q, x, _t in pieces:
             if kind == "through":
                 b = self._path(q, x)
                 if b is None:

@@ -172,7 +172,8 @@ class ForcedDrafter(Drafter):
         for row in rows:
             head = Draft()
             if row.budget > 0:
-                text = forced_bytes(row.state, self.max_bytes)
+                # about 4 bytes a token: no need to look further than the budget can use
+                text = forced_bytes(row.state, min(self.max_bytes, 4 * row.budget + 4))
                 if text:
                     ids = retokenise(s.tokenizer, s.vocab, row.history(), text)[: row.budget]
                     head = _walk_chain(ids, row.state, s)

@@ -32,7 +32,9 @@ What is preserved (see :mod:`guided.speculative.verify` for the argument):
 
 from __future__ import annotations
 
+import importlib
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -62,25 +64,29 @@ _DRAFTER_NAMES = {
 }
 
 
-def _generation_output_class():
-    from guided.generate import GenerationOutput
+def _generation_output():
+    """``guided.generate.GenerationOutput``, importing its module without hiding ``guided.generate``.
 
-    return GenerationOutput
+    The package exports the *function* ``guided.generate`` lazily; importing the module of the
+    same name makes Python bind the module to that package attribute. Put the function back
+    (what the package's lazy loader does), so ``guided.generate(...)`` keeps working.
+    """
+    import guided
 
-
-def _make_output_class():
-    base = _generation_output_class()
-
-    @dataclass
-    class SpeculativeOutput(base):  # type: ignore[misc, valid-type]
-        """:class:`guided.generate.GenerationOutput` plus the drafting counters."""
-
-        draft_stats: DraftStats = field(default_factory=DraftStats)
-
-    return SpeculativeOutput
+    module = importlib.import_module("guided.generate")
+    if isinstance(guided.__dict__.get("generate"), types.ModuleType):
+        guided.generate = module.generate
+    return module.GenerationOutput
 
 
-SpeculativeOutput = _make_output_class()
+GenerationOutput = _generation_output()
+
+
+@dataclass
+class SpeculativeOutput(GenerationOutput):
+    """:class:`guided.generate.GenerationOutput` plus the drafting counters."""
+
+    draft_stats: DraftStats = field(default_factory=DraftStats)
 
 
 def make_drafter(

@@ -59,9 +59,11 @@ class RaggedLM:
         self.forward_calls = 0
         rows = len(contexts)
         self.lengths = [0] * rows  # tokens of each row in the cache (host copy: drives positions)
-        self.col_pos = torch.empty((rows, 0), dtype=torch.long, device=self.device)  # -1: a hole
+        # Position of the token in each cache column, -1 for a hole. Kept on the host: all the
+        # bookkeeping is host-side, the device only sees the attention mask built from it.
+        self.col_pos = np.zeros((rows, 0), dtype=np.int64)
         self.cache = _new_cache()
-        self._tree: tuple[int, torch.Tensor] | None = None  # (first column, depth) of an unresolved tree feed
+        self._tree: int | None = None  # first column of a tree feed not yet resolved by keep()
         if any(len(c) for c in contexts):
             self.feed(contexts, logits=False)
 
@@ -120,42 +122,38 @@ class RaggedLM:
                     anc[i, j] |= anc[i, p]
                     depth[i, j] = depth[i, p] + 1
         dev = self.device
-        lengths = torch.as_tensor(self.lengths, dtype=torch.long, device=dev)
-        depth_t = torch.from_numpy(depth).to(dev)
-        positions = lengths[:, None] + depth_t
+        positions = np.asarray(self.lengths, dtype=np.int64)[:, None] + depth
+        cache_live = torch.from_numpy(self.col_pos >= 0).to(dev)
         live_t = torch.from_numpy(live).to(dev)
         allowed = torch.cat(
-            [
-                (self.col_pos >= 0)[:, None, :].expand(rows, n, self.columns) & live_t[:, :, None],
-                torch.from_numpy(anc).to(dev),
-            ],
+            [cache_live[:, None, :].expand(rows, n, self.columns) & live_t[:, :, None], torch.from_numpy(anc).to(dev)],
             dim=-1,
         )
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=dev)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        out = self._forward(torch.from_numpy(ids).to(dev), mask[:, None], positions, None if logits else 1)
-        self.col_pos = torch.cat([self.col_pos, torch.where(live_t, positions, -1)], dim=1)
+        out = self._forward(
+            torch.from_numpy(ids).to(dev), mask[:, None], torch.from_numpy(positions).to(dev), None if logits else 1
+        )
+        self.col_pos = np.concatenate([self.col_pos, np.where(live, positions, -1)], axis=1)
         if parents is None:
             self.lengths = [length + len(t) for length, t in zip(self.lengths, tokens)]
             self._trim()
         else:
-            self._tree = (self.columns - n, depth_t)
+            self._tree = self.columns - n
         return out if logits else None
 
     def keep(self, paths: Sequence[Sequence[int]]) -> None:
         """Resolve the last tree feed: row ``i`` keeps the fed tokens ``paths[i]`` (a root-to-node chain)."""
         if self._tree is None:
             raise RuntimeError("keep() follows a tree feed")
-        start, depth = self._tree
+        start = self._tree
         self._tree = None
-        n = self.columns - start
-        kept = np.zeros((self.rows, n), dtype=bool)
+        kept = np.zeros((self.rows, self.columns - start), dtype=bool)
         for i, path in enumerate(paths):
             path = list(path)
             kept[i, path] = True
             self.lengths[i] += len(path)
-        kept_t = torch.from_numpy(kept).to(self.device)
-        self.col_pos[:, start:] = torch.where(kept_t, self.col_pos[:, start:], -1)
+        self.col_pos[:, start:] = np.where(kept, self.col_pos[:, start:], -1)
         self._trim()
 
     def truncate(self, lengths: Sequence[int]) -> None:
@@ -165,8 +163,8 @@ class RaggedLM:
         new = [min(int(a), b) for a, b in zip(lengths, self.lengths)]
         if new == self.lengths:
             return
-        limit = torch.as_tensor(new, dtype=torch.long, device=self.device)
-        self.col_pos = torch.where(self.col_pos >= limit[:, None], -1, self.col_pos)
+        limit = np.asarray(new, dtype=np.int64)
+        self.col_pos = np.where(self.col_pos >= limit[:, None], -1, self.col_pos)
         self.lengths = new
         self._trim()
 
@@ -177,21 +175,22 @@ class RaggedLM:
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
         for layer, keys, values in _layers(self.cache):
             _set_layer(self.cache, layer, keys.index_select(0, idx), values.index_select(0, idx))
-        self.col_pos = self.col_pos.index_select(0, idx)
+        self.col_pos = self.col_pos[np.asarray(list(index), dtype=np.int64)]
         self.lengths = [self.lengths[int(i)] for i in index]
         self._trim()
 
     # -- cache housekeeping ----------------------------------------------------------------
     def _trim(self) -> None:
         """Crop columns that are holes in every row at the end; compact when holes dominate."""
-        live = self.col_pos >= 0
         if self.columns == 0:
             return
-        any_live = live.any(dim=0)
-        last = int(torch.nonzero(any_live).max()) + 1 if bool(any_live.any()) else 0
+        live = self.col_pos >= 0
+        any_live = np.flatnonzero(live.any(axis=0))
+        last = int(any_live[-1]) + 1 if len(any_live) else 0
         if last < self.columns:
             self._crop(last)
-        holes = self.rows * self.columns - int(live.sum()) if self.columns else 0
+            live = live[:, :last]
+        holes = int(live.size - live.sum())
         if self.columns > 32 and holes > self.compact_ratio * self.rows * self.columns:
             self._compact()
 
@@ -202,13 +201,14 @@ class RaggedLM:
 
     def _compact(self) -> None:
         """Move each row's holes to the left (order of live columns kept), drop all-hole columns."""
-        live = (self.col_pos >= 0).to(torch.int8)
-        order = torch.argsort(live, dim=1, stable=True)
-        first = int((1 - live).sum(dim=1).min())
+        live = (self.col_pos >= 0).astype(np.int8)
+        order = np.argsort(live, axis=1, kind="stable")
+        first = int((1 - live).sum(axis=1).min())
         order = order[:, first:]
+        order_t = torch.from_numpy(np.ascontiguousarray(order)).to(self.device)
         for layer, keys, values in _layers(self.cache):
-            _set_layer(self.cache, layer, _gather_columns(keys, order), _gather_columns(values, order))
-        self.col_pos = self.col_pos.gather(1, order)
+            _set_layer(self.cache, layer, _gather_columns(keys, order_t), _gather_columns(values, order_t))
+        self.col_pos = np.take_along_axis(self.col_pos, order, axis=1)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int | None):
         kwargs = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from guided.samplers.base import DeadEndError, StepContext, TokenSampler
 from guided.speculative.drafts import Draft, Drafter, RowContext, cut_to_constraint
@@ -128,8 +129,6 @@ class Rounds:
         logits = self.target.feed(feeds, parents)
         stats.target_passes += 1
         if len(active) < self.rows:
-            import torch
-
             logits = logits[torch.as_tensor(list(active), device=logits.device)]
         outcomes, top_pairs = verify_round(
             logits,

@@ -7,33 +7,32 @@ children the walk descends into it (the logits for the next position are already
 otherwise the drawn token ends the round. Every position emits one token, drawn from ``p~``
 given everything before it, so the output has exactly the law of decoding without drafting.
 
-**Match rule** (deterministic nodes). One unconstrained draw ``u ~ p`` is made for every
-position of the pass at once (greedy: ``u = argmax``). At a position:
-
-- ``u`` is a drafted child: accept it (children are already known to be allowed);
-- else, if the constraint allows ``u``: the token is ``u``;
-- else: the token is the user's sampler's draw (``sampler.step``) from ``p~``.
-
-``P(token = t) = p(t) + (1 - Z) p(t) / Z = p~(t)`` for every allowed ``t``: the first draw of
-a walk in Gumbel order (what AWRS does) decides most positions with at most one constraint
-check and no mask. For a single drafted token ``d`` this accepts with probability
-``p~(d)``, which is the speculative-sampling rule ``min(1, p~(d)/q(d))`` for a point-mass
-draft ``q = delta_d``, with the same residual ``p~`` restricted to ``t != d``; for several
+**Match rule** (deterministic nodes). The position's token is drawn by the user's sampler
+(``sampler.step``: ``Masking``, ``AWRS``, ...), exactly as without drafting; the drafted
+child it matches, if any, is accepted. For a single drafted token ``d`` this accepts with
+probability ``p~(d)``: the speculative-sampling rule ``min(1, p~(d)/q(d))`` for a point-mass
+draft ``q = delta_d``, with the same residual (``p~`` restricted to ``t != d``). For several
 children it accepts with probability ``sum p~(children)``, the best any rule can do with
-deterministic candidates. Greedy decoding is the special case ``u = argmax p``: the output is
-the constrained argmax at every position, token for token.
+deterministic candidates. Greedy decoding is the special case: the constrained argmax at
+every position, token for token.
+
+*First draw* (default on CUDA, ``first_draw``): one unconstrained draw ``u ~ p`` at the
+position first (greedy: ``u = argmax p``, taken for every column of the pass at once). If
+``u`` is a drafted child it is accepted (children are known to be allowed); else if the
+constraint allows ``u`` the token is ``u``; else the sampler draws from ``p~``. Then
+``P(token = t) = p(t) + (1 - Z) p(t) / Z = p~(t)`` for every allowed ``t`` (the first element
+of AWRS's Gumbel order), and most positions cost one fused kernel and at most one check.
 
 **Standard rule** (a node sampled from the drafter's constrained distribution ``q~``, carried
 with the draft): accept ``d`` with probability ``min(1, p~(d)/q~(d))``; on rejection draw from
 ``norm(max(0, p~ - q~))`` (Leviathan et al. 2023; Chen et al. 2023), with both distributions
-constrained by the same exact mask at that position.
+constrained by the same exact set of allowed ids at that position (computed on those ids only).
 
 **Weights.** When weights are needed (``return_weights``, ``return_details``, SMC) every
-visited position also calls ``sampler.step``; its log weight is the position's weight (and its
-token is used where the match rule falls through to it). The sampler's call is independent of
-the match-rule draw, so ``E[w f(token)] = Z E_p~[f]``: the weight keeps the sampler's own
-guarantee (exact ``Z`` for ``Masking``, unbiased estimate for ``AWRS``). Standard-rule
-positions use the exact ``log Z`` of their mask.
+visited position calls ``sampler.step`` and takes its log weight. Where the first draw decided
+the token, the sampler's call is independent of it, so ``E[w f(token)] = Z E_p~[f]`` still
+holds: the weight keeps the sampler's own guarantee (exact ``Z`` for ``Masking``, unbiased and
+properly weighted for ``AWRS``). Standard-rule positions use the exact ``log Z``.
 """
 
 from __future__ import annotations

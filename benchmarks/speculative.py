@@ -167,7 +167,7 @@ def _sync(device):
 
 
 def run_guided(target, tok, task, draft, max_new_tokens, device, constraint=None):
-    from guided.generate import generate
+    from guided.generation import generate
     from guided.speculative import generate_speculative
 
     c = constraint if constraint is not None else task["constraint"]

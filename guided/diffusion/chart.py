@@ -84,6 +84,7 @@ class Chart:
         self._region = None  # (min slot, state count, mask) while re-scanning kept nodes
         self._starts: dict = {}
         self._filters: dict = {}
+        self._silent: dict = {}
         self._futures: dict = {}
         self._gap_info: dict = {}
         self.accept_via = None  # (node, path) of the accepting ε-edge, or the end node
@@ -300,7 +301,7 @@ class Chart:
             for tgt, step in lst:
                 info = ("own", key, step)
                 if ok:
-                    out.setdefault((lab, tgt), info)
+                    self._put(out, (lab, tgt), info)
                 if lab in skippable:
                     skips.append((tgt, info))
         if reach and self._region is not None:
@@ -317,15 +318,55 @@ class Chart:
                     for tgt, step in states[sid][2][lab]:
                         info = ("via", kids, sid, step)
                         if ok:
-                            out.setdefault((lab, tgt), info)
+                            self._put(out, (lab, tgt), info)
                         if lab in skippable:
                             skips.append((tgt, info))
         for tgt, info in skips:  # the lexeme may be an ignored one: also go on from its end
             if tgt[0] == "G":
                 continue  # inside a relaxed gap this is the gap's own "skip" kid
             for k2, info2 in self.edges(tgt, allowed).items():
-                out.setdefault(k2, ("skip", info, info2))
+                self._put(out, k2, ("skip", info, info2))
         return out
+
+    def _put(self, out: dict, key: tuple, info) -> None:
+        """Record an edge; a weighted chart keeps, per label and target, the cheapest way."""
+        old = out.get(key)
+        if old is None:
+            out[key] = info
+        elif self.weighted and self._path_cost(info) < self._path_cost(old):
+            out[key] = info
+
+    def _path_cost(self, info) -> int:
+        """Weight of an edge in a weighted chart: about how many tokens its pieces inside gaps need
+        (a lexeme ended or skipped: 1; a lexeme continued to state r: the fewest tokens to reach r)."""
+        cost = 0
+        for st in self.path_steps(info):
+            if st[0] != "g":
+                continue
+            if st[3] == "through":
+                cost += self._silent_distance(st[2]).get(st[4], 8)
+            else:
+                cost += 1
+        return cost
+
+    def _silent_distance(self, q: int) -> dict:
+        """Fewest tokens from lexer state ``q`` to each state reachable without emitting a label."""
+        hit = self._silent.get(q)
+        if hit is None:
+            hit = {q: 0}
+            frontier = [q]
+            d = 0
+            while frontier and d < 6:
+                d += 1
+                nxt = []
+                for r in frontier:
+                    for end in self._summary(r, ())[0]:
+                        if end not in hit:
+                            hit[end] = d
+                            nxt.append(end)
+                frontier = nxt
+            self._silent[q] = hit
+        return hit
 
     def _region_mask(self) -> int:
         lo, count, mask = self._region
@@ -739,9 +780,7 @@ class Chart:
                 sd = seeds[tgt] = {}
                 self._seq += 1
                 heapq.heappush(heap, (_sort_key(tgt, n), self._seq, tgt))
-            step = 0
-            if weighted:
-                step = sum(1 for st in self.path_steps(path) if st[0] == "g")
+            step = self._path_cost(path) if weighted else 0
             if hit is None:
                 goal = self._goal
                 c = (costs[goal] if costs else 0) + step

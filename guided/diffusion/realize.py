@@ -254,6 +254,10 @@ class Realizer:
         lexer = self.lexer
         labels = lexer.labels
         n = len(terminals)
+        if lo == 0 and n == 0 and start == end:
+            return []
+        # an ignored lexeme left open at the end is as good as none: what follows cuts it
+        ends = {end} | (self._open_ignored() if end == lexer.q0 else set())
         layers: list[dict] = [{(0, start): None}]
         for k in range(1, hi + 1):
             nxt: dict = {}
@@ -274,9 +278,10 @@ class Realizer:
             if not nxt:
                 return None
             layers.append(nxt)
-            if k >= lo and (n, end) in nxt:
+            done = [e for e in ends if (n, e) in nxt] if k >= lo else []
+            if done:
                 out = []
-                key = (n, end)
+                key = (n, done[0])
                 for layer in range(k, 0, -1):
                     prev, ci = layers[layer][key]
                     out.append(lexer.classes(prev[1], self.vocab)[ci].witness)
@@ -284,6 +289,11 @@ class Realizer:
                 out.reverse()
                 return out
         return None
+
+    def _open_ignored(self) -> set:
+        """Lexer states inside an ignored lexeme (whitespace, comments) that ends where it stands."""
+        lexer = self.lexer
+        return {q for q in self._tree(lexer.q0)[0] if q != lexer.q0 and lexer.label_of(q) == SKIP}
 
     @staticmethod
     def _advance(j: int, seq: tuple, terminals: tuple, labels) -> set:

@@ -64,27 +64,12 @@ _DRAFTER_NAMES = {
 }
 
 
-def _generation_output():
-    """``guided.generate.GenerationOutput``, importing its module without hiding ``guided.generate``.
-
-    The package exports the *function* ``guided.generate`` lazily; importing the module of the
-    same name makes Python bind the module to that package attribute. Put the function back
-    (what the package's lazy loader does), so ``guided.generate(...)`` keeps working.
-    """
-    import guided
-
-    module = importlib.import_module("guided.generate")
-    if isinstance(guided.__dict__.get("generate"), types.ModuleType):
-        guided.generate = module.generate
-    return module.GenerationOutput
-
-
-GenerationOutput = _generation_output()
+from guided.generation import GenerationOutput  # noqa: E402
 
 
 @dataclass
 class SpeculativeOutput(GenerationOutput):
-    """:class:`guided.generate.GenerationOutput` plus the drafting counters."""
+    """:class:`guided.generation.GenerationOutput` plus the drafting counters."""
 
     draft_stats: DraftStats = field(default_factory=DraftStats)
 

@@ -7,7 +7,7 @@ without jump-forward), samplers and a batch of prompts of different lengths.
 
 import pytest
 
-from guided.generate import generate
+from guided.generation import generate
 from guided.grammars import Grammar, Regex
 from guided.grammars.json_schema import JSONSchema
 from guided.samplers import Masking

@@ -11,7 +11,7 @@ a near-tie (the same holds for every speculative decoder).
 import pytest
 import torch
 
-from guided.generate import generate
+from guided.generation import generate
 from guided.grammars import Regex
 from guided.grammars.json_schema import JSONSchema
 from guided.samplers import Masking

@@ -30,6 +30,7 @@ _EXPORTS = {
     "AWRS": "guided.samplers",
     "SMC": "guided.samplers",
     "load_default_model": "guided.models",
+    "load_grammar": "guided.grammars",
 }
 
 __all__ = sorted(_EXPORTS)

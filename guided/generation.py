@@ -7,6 +7,8 @@
     ...                               sampler=guided.AWRS(), return_weights=True)
     >>> result = guided.smc(model, tokenizer, "x = ", guided.Regex(r"[0-9]+"), n_particles=16)
     >>> result.posterior()
+    >>> guided.generate(model, tokenizer, "x = ", grammar=guided.load_grammar("arithmetic"))
+    >>> guided.generate(model, tokenizer, "x = ", guided.Regex(r"[0-9]+"), draft="prompt_lookup")
 
 Order of processing at each step (see :mod:`guided.samplers.base`): logits -> temperature ->
 top-k -> top-p (on the unconstrained distribution) -> constraint (mask, or AWRS's rejection
@@ -53,8 +55,9 @@ def generate(
     model,
     tokenizer,
     prompt: str | Sequence[str],
-    constraint: Constraint,
+    constraint: Constraint | None = None,
     *,
+    grammar: Constraint | str | None = None,
     sampler: TokenSampler | SMC | None = None,
     max_new_tokens: int = 256,
     temperature: float = 1.0,
@@ -64,6 +67,8 @@ def generate(
     return_weights: bool = False,
     return_details: bool = False,
     add_special_tokens: bool = True,
+    draft=None,
+    num_draft_tokens: int = 8,
 ):
     """Generate text satisfying ``constraint`` after ``prompt`` (a string or a list of strings).
 
@@ -75,7 +80,22 @@ def generate(
     ``return_weights``; a :class:`GenerationOutput` with ``return_details``. A row that hits
     ``max_new_tokens`` before the constraint is complete is returned as it stands
     (``finished`` is False in the details).
+
+    ``grammar=`` names the constraint by keyword instead: a constraint, or Lark EBNF text.
+    ``draft=`` turns on speculative drafting, which leaves the output distribution unchanged
+    (same tokens under greedy decoding): a smaller causal LM sharing the tokenizer,
+    ``"prompt_lookup"``, ``"recycling"`` or a :class:`~guided.speculative.Drafter`; see
+    :func:`guided.speculative.generate_speculative` for the finer drafting options.
     """
+    constraint = resolve_constraint(constraint, grammar)
+    if draft is not None:
+        from guided.speculative import generate_speculative  # drafting is an optional layer
+
+        return generate_speculative(
+            model, tokenizer, prompt, constraint, draft=draft, sampler=sampler, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, return_weights=return_weights,
+            return_details=return_details, add_special_tokens=add_special_tokens, num_draft_tokens=num_draft_tokens,
+        )
     sampler = AWRS() if sampler is None else sampler
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
@@ -151,9 +171,10 @@ def smc(
     model,
     tokenizer,
     prompt: str | Sequence[str],
-    constraint: Constraint,
+    constraint: Constraint | None = None,
     n_particles: int = 8,
     *,
+    grammar: Constraint | str | None = None,
     proposal: TokenSampler | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
@@ -176,6 +197,7 @@ def smc(
     optional twist scored on whole prefixes (see :class:`~guided.samplers.SMC`). Returns one
     :class:`~guided.samplers.SMCResult` per prompt (a list for a list of prompts).
     """
+    constraint = resolve_constraint(constraint, grammar)
     sampler = SMC(n_particles, proposal=proposal, ess_threshold=ess_threshold, resampling=resampling, critic=critic)
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
@@ -189,6 +211,20 @@ def smc(
         ctx = StepContext.create(vocab, sampling, seed=seed, device=lm.device, truncation_fallback=False)
         results = sampler.run(lm, [start] * len(prompts), ctx, max_new_tokens, pad_id)
     return results[0] if single else results
+
+
+def resolve_constraint(constraint: Constraint | None, grammar: Constraint | str | None) -> Constraint:
+    """The one constraint named positionally or by ``grammar=`` (Lark text is compiled)."""
+    if (constraint is None) == (grammar is None):
+        raise TypeError("give exactly one constraint: positionally or as grammar=")
+    chosen = constraint if constraint is not None else grammar
+    if isinstance(chosen, str):
+        from guided.grammars import Grammar
+
+        chosen = Grammar(chosen)
+    if not isinstance(chosen, Constraint):
+        raise TypeError(f"expected a guided constraint or Lark grammar text, got {type(chosen).__name__}")
+    return chosen
 
 
 def _from_smc(results: list[SMCResult], ctx: StepContext) -> GenerationOutput:

@@ -218,3 +218,23 @@ def test_every_sampler_output_satisfies_a_json_schema(model, llama3, schema_cons
                               max_new_tokens=80, return_details=True)
         assert out.finished == [True], (sampler, out.texts)
         jsonschema.validate(json.loads(out.texts[0]), SCHEMA)
+
+
+def test_grammar_keyword_takes_a_constraint_or_lark_text(model, llama3):
+    lark_text = 'start: DIGIT DIGIT "+" DIGIT\n%import common.DIGIT'
+    text = guided.generate(model, llama3, "sum: ", grammar=lark_text, seed=0, max_new_tokens=8)
+    assert re.fullmatch(r"[0-9]{2}\+[0-9]", text)
+    assert guided.generate(model, llama3, "x", grammar=Regex(r"ab"), seed=0) == "ab"
+    for bad in (dict(), dict(constraint=Regex("a"), grammar=Regex("b")), dict(grammar=3)):
+        with pytest.raises(TypeError):
+            guided.generate(model, llama3, "x", **bad)
+
+
+def test_draft_keyword_gives_the_same_greedy_output(model, llama3):
+    constraint = Regex(r"([a-z]+ ){2,4}[a-z]+")
+    prompt = "red green blue red green blue red"
+    plain = guided.generate(model, llama3, prompt, constraint, temperature=0, max_new_tokens=12, return_details=True)
+    drafted = guided.generate(model, llama3, prompt, constraint, temperature=0, max_new_tokens=12,
+                              draft="prompt_lookup", return_details=True)
+    assert drafted.token_ids == plain.token_ids
+    assert drafted.draft_stats.rounds > 0

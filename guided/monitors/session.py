@@ -425,12 +425,20 @@ class LanguageServerSession:
                     {ask, died}, timeout=self.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 if ask in done:
-                    died.cancel()
                     try:
-                        return ask.result()
-                    except Exception as exc:  # noqa: BLE001 - an error answer from the server
+                        answer = ask.result()
+                    except Exception as exc:  # noqa: BLE001 - an error answer, or a broken pipe
+                        # a killed server can fail the request before its exit is reaped: tell
+                        # the two apart, since only a death calls for a restart (or degrading)
+                        await asyncio.wait({died}, timeout=0.5)
+                        if died.done():
+                            log.warning("the %s language server exited while answering", self.language)
+                            continue
+                        died.cancel()
                         log.info("language server error: %r", exc)
                         return None
+                    died.cancel()
+                    return answer
                 ask.cancel()
                 if died in done:
                     log.warning("the %s language server exited while answering", self.language)

@@ -77,6 +77,13 @@ class ConstraintState(abc.ABC):
         """True when some continuation still reaches an accepting state."""
         return True
 
+    def cached_mask(self) -> np.ndarray | None:
+        """``allowed_mask()`` if this state already holds it (free), else ``None``.
+
+        Samplers that check tokens one by one (AWRS) answer rejections from it by lookup.
+        """
+        return None
+
     def is_finished(self) -> bool:
         """True after an EOS token was emitted."""
         return False

@@ -58,6 +58,15 @@ class ProductState(ConstraintState):
     def allowed_mask(self) -> np.ndarray:
         return reduce(np.logical_and, (p.allowed_mask() for p in self.parts))
 
+    def cached_mask(self) -> np.ndarray | None:
+        masks = []
+        for p in self.parts:
+            m = p.cached_mask()
+            if m is None:
+                return None
+            masks.append(m)
+        return reduce(np.logical_and, masks)
+
 
 class Product(Constraint):
     """``a & b & c``: the intersection of constraints."""

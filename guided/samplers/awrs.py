@@ -122,12 +122,13 @@ class AWRS(TokenSampler):
         for r, state in enumerate(states):
             row = packed[r]
             chunk = _Chunk(logprobs[r], row[k : 2 * k].astype(np.int64), row[:k], int(row[2 * k]), ctx.generator)
+            checks = _RowChecks(state, ctx)
             if greedy:
-                token, nxt, logw = self._greedy(r, state, chunk, logprobs, ctx)
+                token, nxt, logw = self._greedy(r, checks, chunk, logprobs, ctx)
             elif self.estimator == "geometric" or (self.estimator == "auto" and row[0] >= _LOG_TWO_THIRDS):
-                token, nxt, logw = self._geometric(r, state, _Urn(chunk, ctx), logprobs, ctx)
+                token, nxt, logw = self._geometric(r, checks, _Urn(chunk, ctx), logprobs, ctx)
             else:
-                token, nxt, logw = self._recursive(r, state, _GumbelWalk(chunk, ctx.rng), logprobs, ctx)
+                token, nxt, logw = self._recursive(r, checks, _GumbelWalk(chunk, ctx.rng), logprobs, ctx)
             if nxt is None and ctx.truncation_fallback:
                 token, nxt, logw = self._truncation_fallback(logits[r : r + 1], state, ctx)
             if nxt is None:
@@ -141,13 +142,7 @@ class AWRS(TokenSampler):
         return StepResult(tokens, new_states, log_weights)
 
     # -- walks ----------------------------------------------------------------------------
-    def _check(self, state, token: int, ctx: StepContext):
-        """Advance by ``token`` (the check itself); padding columns are rejected unchecked."""
-        if token >= ctx.vocab.size:
-            return None
-        return ctx.advance(state, token)
-
-    def _greedy(self, r, state, chunk: "_Chunk", logprobs, ctx):
+    def _greedy(self, r, checks, chunk: "_Chunk", logprobs, ctx):
         """Descending-probability walk: the first accepted token is the constrained argmax."""
         rejects = 0
         i = 0
@@ -158,17 +153,17 @@ class AWRS(TokenSampler):
             token, lp = chunk.ids[i], chunk.lps[i]
             if lp == _NEG_INF:
                 return -1, None, _NEG_INF
-            nxt = self._check(state, token, ctx)
+            nxt = checks.advance(token)
             if nxt is not None:
                 return token, nxt, 0.0
             if token < ctx.vocab.size:
                 rejects += 1
                 if rejects >= self.max_rejects:
-                    token, nxt, _ = self._mask_step(r, state, logprobs, ctx)
+                    token, nxt, _ = self._mask_step(r, checks.state, logprobs, ctx)
                     return token, nxt, (0.0 if nxt is not None else _NEG_INF)
             i += 1
 
-    def _recursive(self, r, state, walk: "_GumbelWalk", logprobs, ctx):
+    def _recursive(self, r, checks, walk: "_GumbelWalk", logprobs, ctx):
         rejected_mass = 0.0
         rejects = 0
         while True:
@@ -178,20 +173,20 @@ class AWRS(TokenSampler):
             token, lp = item
             if 1.0 - rejected_mass <= 1e-6:
                 # What is left is too small to walk in floating point: finish exactly.
-                return self._mask_step(r, state, logprobs, ctx)
-            nxt = self._check(state, token, ctx)
+                return self._mask_step(r, checks.state, logprobs, ctx)
+            nxt = checks.advance(token)
             if nxt is not None:
                 following = walk.next()
-                if following is None or (following[0] < ctx.vocab.size and ctx.allows(state, following[0])):
+                if following is None or checks.allows(following[0]):
                     return token, nxt, math.log1p(-min(rejected_mass, 1.0))
                 return token, nxt, lp
             rejected_mass += math.exp(lp)
             if token < ctx.vocab.size:
                 rejects += 1
                 if rejects >= self.max_rejects:
-                    return self._mask_step(r, state, logprobs, ctx)
+                    return self._mask_step(r, checks.state, logprobs, ctx)
 
-    def _geometric(self, r, state, urn: "_Urn", logprobs, ctx):
+    def _geometric(self, r, checks, urn: "_Urn", logprobs, ctx):
         k = self.max_accepts
         accepts = 0
         draws_rejected = 0.0  # with-replacement draws of rejected tokens, phantoms included
@@ -203,7 +198,7 @@ class AWRS(TokenSampler):
             if rejected_mass > 0:
                 remaining = 1.0 - rejected_mass
                 if remaining <= 1e-6:
-                    return self._geometric_finish(r, state, logprobs, ctx, accepts, draws_rejected, first, accepted)
+                    return self._geometric_finish(r, checks.state, logprobs, ctx, accepts, draws_rejected, first, accepted)
                 draws_rejected += float(ctx.rng.geometric(remaining) - 1)
             drawn = urn.draw()
             if drawn is None:  # no mass left outside the rejected tokens: Z == 0
@@ -212,7 +207,7 @@ class AWRS(TokenSampler):
             if token in accepted:
                 accepts += 1
                 continue
-            nxt = self._check(state, token, ctx)
+            nxt = checks.advance(token)
             if nxt is not None:
                 accepted[token] = nxt
                 accepts += 1
@@ -225,7 +220,7 @@ class AWRS(TokenSampler):
             if token < ctx.vocab.size:
                 distinct_rejects += 1
                 if distinct_rejects >= self.max_rejects:
-                    return self._geometric_finish(r, state, logprobs, ctx, accepts, draws_rejected, first, accepted)
+                    return self._geometric_finish(r, checks.state, logprobs, ctx, accepts, draws_rejected, first, accepted)
         return first, accepted[first], math.log((k - 1) / (accepts + draws_rejected - 1))
 
     # -- exact fallbacks -----------------------------------------------------------------
@@ -274,6 +269,39 @@ class AWRS(TokenSampler):
         ctx.stats.truncation_fallbacks += 1
         weight = 0.0 if ctx.sampling.greedy else float(log_z[0])
         return token, ctx.advance(state, token), weight
+
+
+class _RowChecks:
+    """The checks of one row's step. A mask the state already holds (``cached_mask``) answers
+    rejections by lookup, so only the accepted token costs an ``advance``; the walk and its
+    randomness are the same either way, so the token's law and the weight are unchanged."""
+
+    __slots__ = ("state", "ctx", "mask")
+
+    def __init__(self, state, ctx: StepContext):
+        self.state = state
+        self.ctx = ctx
+        self.mask = state.cached_mask()
+
+    def advance(self, token: int):
+        """The state after ``token``, or None; padding columns are rejected unchecked."""
+        ctx = self.ctx
+        if token >= ctx.vocab.size:
+            return None
+        if self.mask is not None:
+            ctx.stats.lookups += 1
+            if not self.mask[token]:
+                return None
+        return ctx.advance(self.state, token)
+
+    def allows(self, token: int) -> bool:
+        ctx = self.ctx
+        if token >= ctx.vocab.size:
+            return False
+        if self.mask is not None:
+            ctx.stats.lookups += 1
+            return bool(self.mask[token])
+        return ctx.allows(self.state, token)
 
 
 class _Chunk:

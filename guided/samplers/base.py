@@ -83,6 +83,7 @@ class SamplerStats:
 
     tokens: int = 0  # tokens produced (one per row per step)
     checks: int = 0  # single-token constraint checks (advance / allows)
+    lookups: int = 0  # checks answered by a mask the state already held (no constraint work)
     masks: int = 0  # full allowed_mask() computations
     mask_fallbacks: int = 0  # AWRS steps that hit max_rejects and used a full mask instead
     truncation_fallbacks: int = 0  # steps where top-k/top-p cut every valid token

@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from guided.constraint import ConstraintState
 from guided.samplers.lm import LMBatch
 
 Table = Callable[[tuple[int, ...]], Mapping[int, float]]
@@ -102,3 +103,34 @@ def empirical(values) -> dict:
 
 def standard_error(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1) / math.sqrt(len(x)))
+
+
+class MaskHeld(ConstraintState):
+    """A state whose ``cached_mask`` is fixed by the test: the mask (``held=True``) or ``None``.
+
+    Real states answer ``cached_mask`` from caches that earlier tests may have filled; this
+    makes each sampler path (lookups vs real checks) explicit and independent of test order.
+    """
+
+    def __init__(self, inner: ConstraintState, held: bool):
+        self.inner = inner
+        self.vocab = inner.vocab
+        self.held = held
+
+    def advance_bytes(self, data: bytes):
+        return self.inner.advance_bytes(data)
+
+    def advance(self, token_id: int):
+        return self.inner.advance(token_id)
+
+    def allows(self, token_id: int) -> bool:
+        return self.inner.allows(token_id)
+
+    def is_accepting(self) -> bool:
+        return self.inner.is_accepting()
+
+    def allowed_mask(self) -> np.ndarray:
+        return self.inner.allowed_mask()
+
+    def cached_mask(self):
+        return self.inner.allowed_mask() if self.held else None

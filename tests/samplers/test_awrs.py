@@ -13,9 +13,14 @@ from scipy.stats import chisquare
 
 from guided.grammars import Regex
 from guided.samplers import AWRS, Masking, Sampling, StepContext
-from sampler_toys import standard_error
+from sampler_toys import MaskHeld, standard_error
 
 PADDING = 64  # the model has more columns than the tokenizer has ids
+
+
+def digits(vocab, held: bool = False) -> MaskHeld:
+    """``[0-9]+`` at its start; ``held``: the state already holds its mask (AWRS looks tokens up)."""
+    return MaskHeld(Regex(r"[0-9]+").start(vocab), held)
 
 
 def make_row(vocab, named: dict[bytes, float], padding_mass: float) -> torch.Tensor:
@@ -76,21 +81,23 @@ PEAKED = {b"1": 0.80, b"2": 0.04, b"42": 0.02, b"a": 0.06, b" the": 0.02}
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "sampler, named, padding",
+    "sampler, named, padding, held",
     [
-        (AWRS(estimator="recursive", max_rejects=10**6), FLAT, 0.2),
-        (AWRS(estimator="recursive", max_rejects=10**6, chunk=2), FLAT, 0.2),  # walks into the tail
-        (AWRS(estimator="recursive", max_rejects=3), FLAT, 0.2),  # mask fallback half the time
-        (AWRS(estimator="geometric", max_rejects=10**6), FLAT, 0.2),
-        (AWRS(estimator="geometric", max_rejects=2), FLAT, 0.2),  # stream finished from the mask
-        (AWRS(estimator="auto"), PEAKED, 0.02),  # geometric (top token >= 2/3)
-        (Masking(), FLAT, 0.2),
+        (AWRS(estimator="recursive", max_rejects=10**6), FLAT, 0.2, False),
+        (AWRS(estimator="recursive", max_rejects=10**6, chunk=2), FLAT, 0.2, False),  # walks into the tail
+        (AWRS(estimator="recursive", max_rejects=3), FLAT, 0.2, False),  # mask fallback half the time
+        (AWRS(estimator="geometric", max_rejects=10**6), FLAT, 0.2, False),
+        (AWRS(estimator="geometric", max_rejects=2), FLAT, 0.2, False),  # stream finished from the mask
+        (AWRS(estimator="auto"), PEAKED, 0.02, False),  # geometric (top token >= 2/3)
+        (Masking(), FLAT, 0.2, False),
+        (AWRS(estimator="recursive"), FLAT, 0.2, True),
+        (AWRS(estimator="geometric"), FLAT, 0.2, True),
     ],
     ids=["recursive", "recursive-tail", "recursive-fallback", "geometric", "geometric-fallback",
-         "auto-peaked", "masking"],
+         "auto-peaked", "masking", "recursive-held-mask", "geometric-held-mask"],
 )
-def test_tokens_follow_p_c_over_z_and_weights_average_to_z(vocab, sampler, named, padding):
-    state = Regex(r"[0-9]+").start(vocab)
+def test_tokens_follow_p_c_over_z_and_weights_average_to_z(vocab, sampler, named, padding, held):
+    state = digits(vocab, held)
     row = make_row(vocab, named, padding)
     target, z = exact_target(row, state, vocab)
     named_valid = [vocab.bytes_to_id[b] for b in named if b.strip().isdigit()]
@@ -102,7 +109,7 @@ def test_tokens_follow_p_c_over_z_and_weights_average_to_z(vocab, sampler, named
 
 
 def test_awrs_checks_few_tokens_when_the_model_agrees_with_the_constraint(vocab):
-    state = Regex(r"[0-9]+").start(vocab)
+    state = digits(vocab)
     row = make_row(vocab, PEAKED, 0.02)
     _, _, stats = draw_many(AWRS(), row, state, vocab, n=1000, seed=1)
     assert stats.checks / stats.tokens < 2.0
@@ -111,8 +118,17 @@ def test_awrs_checks_few_tokens_when_the_model_agrees_with_the_constraint(vocab)
     assert 2.0 <= stats.checks / stats.tokens < 3.0  # the accepted token and the tail check
 
 
+def test_a_held_mask_leaves_only_the_accepted_tokens_advance(vocab):
+    row = make_row(vocab, FLAT, 0.2)  # most mass on invalid tokens: many rejections
+    plain = draw_many(AWRS(estimator="recursive"), row, digits(vocab), vocab, n=300, seed=4)
+    held = draw_many(AWRS(estimator="recursive"), row, digits(vocab, held=True), vocab, n=300, seed=4)
+    assert np.array_equal(plain[0], held[0]) and np.allclose(plain[1], held[1])  # same walk, same draws
+    assert plain[2].checks / plain[2].tokens > 2.0
+    assert held[2].checks == held[2].tokens and held[2].lookups > held[2].tokens
+
+
 def test_max_rejects_bounds_the_checks_of_a_step(vocab):
-    state = Regex(r"[0-9]+").start(vocab)
+    state = digits(vocab)
     # Almost all mass on invalid tokens: the walk would need ~100 checks per step.
     row = make_row(vocab, {b"1": 0.005, b"a": 0.5, b" the": 0.3}, 0.0)
     ctx = StepContext.create(vocab, Sampling(), seed=3)
@@ -125,7 +141,7 @@ def test_max_rejects_bounds_the_checks_of_a_step(vocab):
 
 
 def test_greedy_is_the_constrained_argmax(vocab):
-    state = Regex(r"[0-9]+").start(vocab)
+    state = digits(vocab)
     row = make_row(vocab, FLAT, 0.2)
     ctx = StepContext.create(vocab, Sampling(temperature=0), seed=0)
     for sampler in (AWRS(), AWRS(max_rejects=1), Masking()):
@@ -136,7 +152,7 @@ def test_greedy_is_the_constrained_argmax(vocab):
 
 def test_nothing_valid_with_mass(vocab):
     """Z == 0: SMC sees a dead row; generate falls back to the untruncated distribution."""
-    state = Regex(r"[0-9]+").start(vocab)
+    state = digits(vocab)
     row = make_row(vocab, {b"1": 0.01, b"a": 0.6, b" the": 0.3}, 0.05)
     sampling = Sampling(top_k=2)  # cuts every digit
     for sampler in (AWRS(), AWRS(estimator="geometric"), Masking()):
@@ -151,7 +167,7 @@ def test_nothing_valid_with_mass(vocab):
 
 
 def test_seeded_steps_are_reproducible(vocab):
-    state = Regex(r"[0-9]+").start(vocab)
+    state = digits(vocab)
     row = make_row(vocab, FLAT, 0.2)
     runs = [draw_many(AWRS(), row, state, vocab, n=200, seed=11)[:2] for _ in range(2)]
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])

@@ -8,6 +8,8 @@ token (the real next token).  Each engine first runs over a warm-up input of the
 grammar, then is timed on the measured inputs, token by token.  Our numbers are printed
 as ratios to llguidance's and XGrammar's (>1 = we are slower).  Anchors are optional:
 missing or failing ones are reported as n/a.  Nothing here is imported by the library.
+With numba installed our token walks are compiled loops (``"walks": "compiled"`` in the
+JSON); ``GUIDED_NO_NUMBA=1`` measures the numpy walks instead.
 """
 
 from __future__ import annotations
@@ -182,7 +184,13 @@ def measure(engine_cls, grammar_name, text, warm_ids, inputs_ids, tok, vocab):
             engine.run(ids, masks, checks)
     except Exception as exc:  # an anchor that cannot run this grammar
         return {"error": f"{type(exc).__name__}: {str(exc)[:120]}"}
+    extra = {}
+    if engine_cls is Ours:  # which token-walk engine the masks used (numba kernels or numpy)
+        from guided.grammars.lexer import compiled_walks
+
+        extra["walks"] = "compiled" if compiled_walks() else "numpy"
     return {
+        **extra,
         "compile_ms": engine.compile_s * 1e3,
         "mask_p50_us": pct(masks, 50) * 1e6,
         "mask_p99_us": pct(masks, 99) * 1e6,

@@ -117,14 +117,17 @@ class ParserTables:
         self.nullable = frozenset(nullable)
         self._prediction_cache: dict[frozenset, _Prediction] = {}
         self._closure_cache: dict[int, frozenset] = {}
+        self._expectations: dict[frozenset, tuple] = {}
         # hash-consing: columns with the same items (origins compared by identity, and
         # origins are themselves interned) behave identically from here on, so they are
         # one object -- e.g. "1+2+" and "1+" under a left-recursive sum -- and everything
         # cached on them (scans, parser states, masks) is reused across positions.
-        self._interned: dict[tuple, Column] = {}
+        self._interned: tuple = ({}, {})  # by acceptance: waiting items -> column
         self.root = Column.__new__(Column)  # sentinel origin of the start item: predicts nothing
         self.root.explicit = {}
         self.root.pred = _Prediction.empty()
+        self.root._completions = {}
+        self.root.tables = self
 
     # -- predictions -------------------------------------------------------------------------
     def predicted_closure(self, a: int) -> frozenset:
@@ -175,6 +178,20 @@ class ParserTables:
         self._prediction_cache[nonterminals] = pred
         return pred
 
+    def expectations(self, awaited: frozenset) -> tuple:
+        """``(prediction, allowed terminals)`` of a column whose items await ``awaited``."""
+        hit = self._expectations.get(awaited)
+        if hit is None:
+            n_t = self.n_terminals
+            closure: set = set()
+            for a in awaited:
+                if a >= n_t:
+                    closure |= self.predicted_closure(a)
+            pred = self.prediction(frozenset(closure))
+            allowed = frozenset(s for s in awaited if s < n_t) | pred.terminals
+            hit = self._expectations[awaited] = (pred, allowed)
+        return hit
+
     def initial(self) -> "Column":
         return Column._build(self, [(self.start_dr, self.root)])
 
@@ -196,23 +213,87 @@ class _Prediction:
 class Column:
     """One Earley column: immutable; ``scan(terminal)`` gives the next one (cached)."""
 
-    __slots__ = ("tables", "explicit", "pred", "allowed", "accepting", "_scans", "__weakref__")
+    __slots__ = ("tables", "explicit", "pred", "allowed", "accepting", "_scans", "_completions", "__weakref__")
 
     def scan(self, terminal: int) -> "Column | None":
         """The column after ``terminal``; ``None`` if it cannot come next."""
-        hit = self._scans.get(terminal, False)
-        if hit is not False:
-            return hit
+        scans = self._scans
+        if scans is None:  # made on first use: most columns explored for masks are never scanned
+            scans = self._scans = {}
+        else:
+            hit = scans.get(terminal, False)
+            if hit is not False:
+                return hit
         seeds = [(dr + 1, o) for dr, o in self.explicit.get(terminal, ())]
         seeds += [(dr + 1, self) for dr in self.pred.by_next.get(terminal, ())]
         result = Column._build(self.tables, seeds) if seeds else None
-        self._scans[terminal] = result
+        scans[terminal] = result
+        return result
+
+    def completed(self, a: int) -> tuple:
+        """Items that completing nonterminal ``a`` (started in this column) adds, closed
+        under further completion and nullable skips (cached: a column never changes).
+
+        Many columns complete the same symbols in the same older columns (every token
+        that closes a bracket, say), so the cascade up the origins is computed once.  The
+        set holds the waiting items (and the final item): completed ones have had their effect.
+        """
+        done = self._completions
+        if done is None:
+            done = self._completions = {}
+        else:
+            hit = done.get(a)
+            if hit is not None:
+                return hit
+        tables = self.tables
+        nxt, lhs_of, nullable = tables.next_symbol, tables.lhs, tables.nullable
+        items: dict = {}
+        work: list = []
+        for dr2, o2 in self.explicit.get(a, ()):
+            it = (dr2 + 1, o2)
+            if it not in items:
+                items[it] = None
+                work.append(it)
+        for dr2 in self.pred.by_next.get(a, ()):
+            it = (dr2 + 1, self)
+            if it not in items:
+                items[it] = None
+                work.append(it)
+        while work:
+            dr, o = work.pop()
+            s = nxt[dr]
+            if s < 0:
+                b = lhs_of[dr]
+                closed = o._completions.get(b) if o._completions is not None else None
+                if closed is not None:  # already closed: nothing to follow
+                    for it in closed:
+                        if it not in items:
+                            items[it] = None
+                    continue
+                for dr2, o2 in o.explicit.get(b, ()):
+                    it = (dr2 + 1, o2)
+                    if it not in items:
+                        items[it] = None
+                        work.append(it)
+                for dr2 in o.pred.by_next.get(b, ()):
+                    it = (dr2 + 1, o)
+                    if it not in items:
+                        items[it] = None
+                        work.append(it)
+            elif s in nullable:
+                it = (dr + 1, o)
+                if it not in items:
+                    items[it] = None
+                    work.append(it)
+        # completed items have had their effect (it is in the set); only the waiting ones
+        # (and the final item, which tells acceptance) matter to whoever uses the set
+        final = (tables.final_dr, tables.root)
+        result = tuple(it for it in items if nxt[it[0]] >= 0 or it == final)
+        done[a] = result
         return result
 
     @staticmethod
     def _build(tables: ParserTables, seeds) -> "Column":
-        col = Column.__new__(Column)
-        col.tables = tables
         nxt, lhs_of, nullable, n_t = tables.next_symbol, tables.lhs, tables.nullable, tables.n_terminals
         items: dict = {}
         work: list = []
@@ -224,17 +305,9 @@ class Column:
             dr, o = work.pop()
             s = nxt[dr]
             if s < 0:  # complete: advance the items of the origin column waiting for lhs
-                a = lhs_of[dr]
-                for dr2, o2 in o.explicit.get(a, ()):
-                    it = (dr2 + 1, o2)
+                for it in o.completed(lhs_of[dr]):  # closed: no need to follow them
                     if it not in items:
                         items[it] = None
-                        work.append(it)
-                for dr2 in o.pred.by_next.get(a, ()):
-                    it = (dr2 + 1, o)
-                    if it not in items:
-                        items[it] = None
-                        work.append(it)
             elif s in nullable:  # Aycock-Horspool: also skip the nullable symbol
                 it = (dr + 1, o)
                 if it not in items:
@@ -243,25 +316,28 @@ class Column:
         # completed items took part in the closure above but play no further part: the
         # column's future is fixed by its waiting items (and whether it accepts)
         accepting = (tables.final_dr, tables.root) in items
-        key = (frozenset(item for item in items if nxt[item[0]] >= 0), accepting)
-        hit = tables._interned.get(key)
+        waiting = [item for item in items if nxt[item[0]] >= 0]
+        key = frozenset(waiting)
+        interned = tables._interned[accepting]
+        hit = interned.get(key)
         if hit is not None:
             return hit
-        tables._interned[key] = col
+        col = Column.__new__(Column)
+        col.tables = tables
+        interned[key] = col
         explicit: dict[int, list] = {}
-        predicted: set = set()
-        for item in items:
+        for item in waiting:
             s = nxt[item[0]]
-            if s >= 0:
-                explicit.setdefault(s, []).append(item)
-                if s >= n_t:
-                    predicted.add(s)
-        closure: set = set()
-        for a in predicted:
-            closure |= tables.predicted_closure(a)
+            lst = explicit.get(s)
+            if lst is None:
+                explicit[s] = [item]
+            else:
+                lst.append(item)
         col.explicit = explicit
-        col.pred = tables.prediction(frozenset(closure))
-        col.allowed = frozenset(s for s in explicit if s < n_t) | col.pred.terminals
+        # the predictions and the allowed set depend only on which symbols are awaited:
+        # one shared (hash-cached) object per distinct set keeps this and later lookups cheap
+        col.pred, col.allowed = tables.expectations(frozenset(explicit))
         col.accepting = accepting
-        col._scans = {}
+        col._scans = None
+        col._completions = None
         return col

@@ -20,10 +20,15 @@ lexemes into ``_NEWLINE``/``_INDENT``/``_DEDENT`` and ignores newlines inside br
 Masks: for each lexer state the walk of every token is computed once (tokens that stay in
 the lexeme, and tokens that must end it, grouped by where); the parser only decides which
 groups go on, and their remainders are walked (and cached) from the next lexeme's start.
+A group is a set of byte-trie subtrees, so its remainder walk depends only on those
+subtrees and the lexeme start: it is shared by every lexer state and parser state that
+meets the same group at the same start.  So a parser state seen for the first time costs
+only its parser steps (Earley scans, themselves cached per column) and cached walks.
 """
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,7 @@ import numpy as np
 from guided.constraint import Constraint, ConstraintState, FinishedState, pack_mask
 from guided.grammars.earley import Column, ParserTables
 from guided.grammars.lark_loader import GrammarError, load_lark
-from guided.grammars.lexer import LexerAutomaton, TokenTrie, WalkResult, trie_walk, walk_tokens
+from guided.grammars.lexer import LexerAutomaton, TokenTrie, WalkResult, compiled_walks, trie_walk, walk_group, walk_tokens
 
 __all__ = ["Grammar", "GrammarState", "GrammarError", "IndenterSpec", "PYTHON_INDENTER"]
 
@@ -170,7 +175,7 @@ class PState:
         self.paren = paren
         self.indents = indents
         self.lex_start = g.lex_start(col.allowed)
-        self._feeds: dict = {}
+        self._feeds: dict | None = None
         self._eof = None
 
     def indent_sensitive(self, terminals: tuple) -> bool:
@@ -180,16 +185,20 @@ class PState:
     def feed(self, terminals: tuple, indent: int = 0) -> tuple:
         """Parser states after a lexeme that is one of ``terminals`` (ties = ambiguity)."""
         key = (terminals, indent)
-        hit = self._feeds.get(key)
-        if hit is not None:
-            return hit
+        feeds = self._feeds
+        if feeds is None:  # made on first use: most parser states explored for masks are leaves
+            feeds = self._feeds = {}
+        else:
+            hit = feeds.get(key)
+            if hit is not None:
+                return hit
         out = []
         for t in terminals:
             p = self._feed_one(t, indent)
             if p is not None and all(p is not o for o in out):
                 out.append(p)
         result = tuple(out)
-        self._feeds[key] = result
+        feeds[key] = result
         return result
 
     def _feed_one(self, t: int, indent: int) -> "PState | None":
@@ -272,6 +281,7 @@ class _VocabTables:
         self.masks: OrderedDict = OrderedDict()
         self.max_masks = max_masks
         self.top: dict[int, WalkResult] = {}
+        self.group_walks: dict[tuple, WalkResult] = {}  # (lexeme start, trie nodes) -> walk
         self.all_ids = np.flatnonzero(vocab.usable)
         self.eos_list = np.asarray(sorted(vocab.eos_ids), dtype=np.int64)
         self.eos_ids = vocab.eos_ids
@@ -284,13 +294,19 @@ class _VocabTables:
             hit = self.top[q] = trie_walk(self.g.lexer, self.trie, q, None, self.vocab.size)
         return hit
 
-    def child_walk(self, node: WalkResult, key, ids, offs, q0: int, roots=None) -> WalkResult:
+    def child_walk(self, node: WalkResult, key, group, q0: int, roots=None) -> WalkResult:
+        """Walk of ``group``'s remaining bytes (``group[1]`` tokens from offsets ``group[2]``)
+        from lexeme start ``q0``, cached under ``key`` on the walk-tree ``node``."""
         hit = node.children.get(key)
         if hit is None:
-            if roots is not None:  # whole subtrees from the first byte: walk the trie again
-                hit = trie_walk(self.g.lexer, self.trie, q0, roots, self.vocab.size)
+            if roots is not None:  # whole trie subtrees: the walk depends on them and q0 only,
+                # so it is shared by every walk tree where the same group meets the same lexeme start
+                shared = (q0, roots.tobytes())
+                hit = self.group_walks.get(shared)
+                if hit is None:
+                    hit = self.group_walks[shared] = walk_group(self.g.lexer, self.trie, self.vocab, q0, group, roots)
             else:
-                hit = walk_tokens(self.g.lexer, self.vocab, q0, ids, offs, full=False)
+                hit = walk_tokens(self.g.lexer, self.vocab, q0, group[1], group[2], full=False)
             node.children[key] = hit
         return hit
 
@@ -394,10 +410,39 @@ class GrammarState(ConstraintState):
         """Read-only boolean mask over the vocabulary (shared with caches; copy to modify)."""
         if self._mask is not None:
             return self._mask
+        # a cold mask builds thousands of small cache objects (parser columns, walk
+        # results), and every few hundred of them would start a collection that may scan
+        # the whole heap (torch, transformers...): the collector is held off until the mask
+        # is done, and then the mask's own young objects are collected once, here
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            mask = None
+            for p, q, tail in self.branches:
+                m = _branch_mask(self.tables, p, q, tail)
+                mask = m if mask is None else (mask | m)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+                if gc.get_count()[0] > gc.get_threshold()[0]:
+                    gc.collect(0)
+        return self._keep_mask(mask)
+
+    def cached_mask(self) -> np.ndarray | None:
+        """The mask when every branch's mask is cached already (no walk), else None."""
+        if self._mask is not None:
+            return self._mask
+        masks = self.tables.masks
         mask = None
-        for p, q, tail in self.branches:
-            m = _branch_mask(self.tables, p, q, tail)
+        for key in self.branches:
+            m = masks.get(key)
+            if m is None:
+                return None
             mask = m if mask is None else (mask | m)
+        return self._keep_mask(mask)
+
+    def _keep_mask(self, mask: np.ndarray) -> np.ndarray:
+        """EOS set iff accepting; read-only; remembered on this state."""
         if self.is_accepting() and not mask[self.tables.eos_list].all():
             mask = mask.copy()
             mask[self.tables.eos_list] = True
@@ -479,15 +524,21 @@ def _branch_mask(tables: _VocabTables, p: PState, q: int, tail: bytes) -> np.nda
     return mask
 
 
+# groups of at most this many tokens are walked token by token through the parser (numpy
+# walks cost more than that); the compiled walks are cheap even for a few tokens, and their
+# results are shared by every parser state, so then every group takes the cached walk
 _SMALL_GROUP = 24
 
 
 def _apply_groups(tables: _VocabTables, node: WalkResult, p: PState, tail_indent: int, top: bool, mask: np.ndarray) -> None:
     """Mark the tokens of ``node``'s lexeme-ending groups that the parser lets continue."""
     lex = tables.g.lexer
-    for q_k, ids, end, begin, roots in node.groups:
+    small = 0 if compiled_walks() else _SMALL_GROUP
+    for group in node.groups:
+        q_k, roots = group[0], group[4]  # (the token arrays of a trie group are made on demand)
         best = lex.best[q_k]
         if p.indent_sensitive(best):
+            _, ids, end, begin, _ = group
             indents = tables.indents(ids, begin, end, tail_indent)
             for indent in np.unique(indents).tolist():
                 sel = indents == indent
@@ -495,12 +546,13 @@ def _apply_groups(tables: _VocabTables, node: WalkResult, p: PState, tail_indent
                 for p2 in p.feed(best, indent):
                     key = (q_k, p2.lex_start, indent, tail_indent if top else 0)
                     sub_roots = roots if roots is not None and bool(sel.all()) else None
-                    child = tables.child_walk(node, key, sub_ids, sub_end, p2.lex_start, sub_roots)
-                    mask[child.inside_ids] = True
+                    child = tables.child_walk(node, key, (q_k, sub_ids, sub_end, None, None), p2.lex_start, sub_roots)
+                    child.mark_inside(mask)
                     if child.groups:
                         _apply_groups(tables, child, p2, 0, False, mask)
             continue
-        if len(ids) <= _SMALL_GROUP:  # a few tokens: plain byte walks beat numpy's overhead
+        if small and len(group[1]) <= small:  # a few tokens: plain byte walks beat numpy's overhead
+            ids, end = group[1], group[2]
             nexts = p.feed(best, 0)
             token_bytes = tables.vocab.token_bytes
             g = tables.g
@@ -517,7 +569,7 @@ def _apply_groups(tables: _VocabTables, node: WalkResult, p: PState, tail_indent
             continue
         for p2 in p.feed(best, 0):
             key = (q_k, p2.lex_start)
-            child = tables.child_walk(node, key, ids, end, p2.lex_start, roots)
-            mask[child.inside_ids] = True
+            child = tables.child_walk(node, key, group, p2.lex_start, roots)
+            child.mark_inside(mask)
             if child.groups:
                 _apply_groups(tables, child, p2, 0, False, mask)

@@ -13,6 +13,10 @@ reading bytes.
 
 ``best[q]`` resolves priorities: the terminals whose DFA accepts, restricted to the highest
 ``(priority, is_literal)``; remaining ties are parser ambiguity.
+
+Token walks (which tokens stay inside the lexeme from a state, and where the others end
+it) go down the vocabulary's byte trie, pruning dead subtrees.  With numba installed they
+run as compiled loops (:func:`compiled_walks`); otherwise as numpy steps per trie level.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from guided.grammars.lark_loader import GrammarError
 
-__all__ = ["LexerAutomaton", "WalkResult", "walk_tokens"]
+__all__ = ["LexerAutomaton", "WalkResult", "walk_tokens", "trie_walk", "walk_group", "TokenTrie", "compiled_walks"]
 
 _UNEXPANDED = -2
 _START_MARK = (-1, 0)
@@ -43,6 +47,7 @@ class LexerAutomaton:
         self.rows: list = []  # Python rows (list of 256 ints) once expanded, else None
         self.can_extend: list = []
         self.trans = np.full((64, 256), _UNEXPANDED, dtype=np.int32)
+        self.has_best = np.zeros(64, dtype=np.bool_)  # best[q] non-empty, as an array for the kernels
         self._starts: dict[frozenset, int] = {}
 
     def start_for(self, terminals: frozenset) -> int:
@@ -76,6 +81,10 @@ class LexerAutomaton:
             grown = np.full((2 * len(self.trans), 256), _UNEXPANDED, dtype=np.int32)
             grown[: len(self.trans)] = self.trans
             self.trans = grown
+            has_best = np.zeros(len(grown), dtype=np.bool_)
+            has_best[: len(self.has_best)] = self.has_best
+            self.has_best = has_best
+        self.has_best[q] = bool(acc)
         return q
 
     def expand(self, q: int) -> list:
@@ -113,10 +122,11 @@ class LexerAutomaton:
 class WalkResult:
     """Where tokens go when read from one lexer state (a node of the walk tree).
 
-    ``inside``: ids (or, at the top, a bool mask) of tokens that end inside the lexeme;
-    ``groups``: for each accepting state ``q_k`` where tokens had to end the lexeme,
-    ``(q_k, ids, end_offsets, begin_offsets)``; ``children`` caches the walks of a group's
-    remaining bytes from the next lexeme's start state.
+    ``inside_ids``: the tokens that end inside the lexeme (``inside``: the same as a bool
+    mask, made at the top and on demand elsewhere); ``groups``: for each accepting state
+    ``q_k`` where tokens had to end the lexeme, ``(q_k, ids, end_offsets, begin_offsets,
+    trie nodes or None)``; ``children`` caches the walks of a group's remaining bytes from
+    the next lexeme's start state.
     """
 
     __slots__ = ("inside", "inside_ids", "groups", "children")
@@ -127,6 +137,20 @@ class WalkResult:
         self.groups = groups
         self.children: dict = {}
 
+    def mark_inside(self, mask: np.ndarray) -> None:
+        """Set ``mask`` at the inside tokens: by index when they are few, else by OR-ing a
+        cached boolean mask (one pass over the vocabulary instead of a scatter per parser state)."""
+        ids = self.inside_ids
+        if len(ids) * 16 < len(mask):
+            mask[ids] = True
+            return
+        if self.inside is None:
+            inside = np.zeros(len(mask), dtype=bool)
+            inside[ids] = True
+            inside.flags.writeable = False
+            self.inside = inside
+        np.logical_or(mask, self.inside, out=mask)
+
 
 def walk_tokens(lex: LexerAutomaton, vocab, q0: int, ids: np.ndarray, offs: np.ndarray | int, full: bool) -> WalkResult:
     """Read tokens ``ids`` from byte ``offs`` on, starting in lexer state ``q0``.
@@ -135,6 +159,9 @@ def walk_tokens(lex: LexerAutomaton, vocab, q0: int, ids: np.ndarray, offs: np.n
     terminal takes is recorded with the state before that byte (only if that state
     completes a lexeme: otherwise the token is impossible).
     """
+    kernels = _kernels()
+    if kernels is not None:
+        return _walk_tokens_compiled(kernels, lex, vocab, q0, ids, offs, full)
     flat = vocab.flat_bytes
     lengths = vocab.lengths
     if isinstance(offs, (int, np.integer)):
@@ -291,6 +318,7 @@ class TokenTrie:
             members = members[lengths[members] > j + 1]
             j += 1
         self._py_levels: dict = {}
+        self.widest = max((len(b) for b in self.byte), default=0)
 
     def py_level(self, level: int) -> tuple:
         """``(byte, lo, n_end, child_lo, child_n)`` of one level as Python lists (cached)."""
@@ -358,13 +386,29 @@ def _trie_tail(lex, trie, level: int, nodes, st, inside_parts: list, deaths: dic
         deaths.setdefault(q, []).append((ids, np.concatenate(end_parts), np.zeros(len(ids), dtype=np.int64), None))
 
 
-def trie_walk(lex: LexerAutomaton, trie: TokenTrie, q0: int, roots: np.ndarray | None, size: int) -> WalkResult:
+def walk_group(lex: LexerAutomaton, trie: TokenTrie, vocab, q0: int, group, nodes) -> WalkResult:
+    """Walk a group's remaining bytes (tokens ``group[1]`` from offsets ``group[2]``) from
+    lexeme start ``q0``.
+
+    ``nodes``: the trie nodes whose subtrees make up the group (or ``None``); with them
+    the walk goes down the trie, sharing prefixes and pruning dead subtrees (the numpy
+    walk can only start from first-level nodes).
+    """
+    if nodes is not None and (_kernels() is not None or bool((nodes < len(trie.byte[0])).all())):
+        return trie_walk(lex, trie, q0, nodes, vocab.size, full=False)
+    return walk_tokens(lex, vocab, q0, group[1], group[2], full=False)
+
+
+def trie_walk(lex: LexerAutomaton, trie: TokenTrie, q0: int, roots: np.ndarray | None, size: int, full: bool = True) -> WalkResult:
     """Walk every token (or those under level-0 ``roots``) from ``q0`` down the trie.
 
     Dead subtrees are pruned at once; groups are as in :func:`walk_tokens`, and a group of
     tokens that die on their first byte also keeps its level-0 nodes (``roots``) so that
     its remainder can be walked down the trie again.
     """
+    kernels = _kernels()
+    if kernels is not None:
+        return _trie_walk_compiled(kernels, lex, trie, q0, roots, size, full)
     best = lex.best
     lex.rows_of(q0)
     nodes = np.arange(len(trie.byte[0])) if roots is None else roots
@@ -426,7 +470,278 @@ def trie_walk(lex: LexerAutomaton, trie: TokenTrie, q0: int, roots: np.ndarray |
             cat = [np.concatenate([p[k] for p in parts]) for k in range(3)]
             # roots only describe the whole group when every part is a level-0 death
             groups.append((q, *cat, roots_part if all(p[3] is not None for p in parts) else None))
+    if not full:
+        return WalkResult(None, inside, groups)
     mask = np.zeros(size, dtype=bool)
     mask[inside] = True
     mask.flags.writeable = False
     return WalkResult(mask, inside, groups)
+
+
+# -- compiled walks ------------------------------------------------------------------------------
+# With numba installed, the two walks above run as compiled loops: a level-by-level walk of
+# the trie (or a byte loop per token) costs nanoseconds per node instead of numpy steps and
+# Python tails, which is most of what a cold lexer state cost.  Without numba the numpy walks
+# are used; both give the same tokens, groups and offsets (tests compare them), except that
+# compiled groups always carry their trie nodes (numpy ones only for first-byte groups), so
+# that their remainders can be walked down the trie too.  Lexer rows are still built lazily
+# in Python: a kernel that meets an unexpanded state returns it, and is resumed after expansion.
+
+_UNSET = object()
+_KERNELS = _UNSET  # None when numba is missing (or GUIDED_NO_NUMBA is set)
+
+
+def compiled_walks() -> bool:
+    """True when the token walks run as compiled (numba) loops rather than numpy steps."""
+    return _kernels() is not None
+
+
+def _kernels():
+    global _KERNELS
+    if _KERNELS is _UNSET:
+        import os
+
+        _KERNELS = None
+        if not os.environ.get("GUIDED_NO_NUMBA"):
+            try:
+                import numba
+            except ImportError:  # pragma: no cover - optional speed-up
+                pass
+            else:
+                jit = numba.njit(cache=True, nogil=True)
+                _KERNELS = (jit(_trie_bfs_kernel), jit(_token_walk_kernel))
+    return _KERNELS
+
+
+def _trie_bfs_kernel(trans, has_best, byte, lo, n_end, child_lo, child_n, sorted_ids, frontier, counters, inside_out, dead_state, dead_node, dead_begin):
+    """Level-by-level walk of the trie from the nodes of the current frontier.
+
+    ``frontier[b, 0, i]``/``[b, 1, i]``/``[b, 2, i]``: node, lexer state and lexeme begin
+    offset of entry ``i`` of buffer ``b``; ``counters`` = [current buffer, its size, next entry, next level's size,
+    inside count, dead count], read and updated so that the walk can be resumed.  Nodes of a
+    level are visited in index order (children ranges are contiguous and ascending), so the
+    node tables are read as streams.  Returns -1 when done, or a lexer state whose row must
+    be expanded first.
+    """
+    cur, m, i, n_next, n_in, n_dead = counters[0], counters[1], counters[2], counters[3], counters[4], counters[5]
+    result = -1
+    while m > 0:
+        nxt = 1 - cur
+        while i < m:
+            node = frontier[cur, 0, i]
+            s = frontier[cur, 1, i]
+            begin = frontier[cur, 2, i]
+            cn = child_n[node]
+            if cn > 0 and trans[s, 0] == -2:
+                result = s
+                break
+            base = lo[node]
+            for k in range(n_end[node]):
+                inside_out[n_in] = sorted_ids[base + k]
+                n_in += 1
+            c0 = child_lo[node]
+            for c in range(c0, c0 + cn):
+                ns = trans[s, byte[c]]
+                if ns >= 0:
+                    frontier[nxt, 0, n_next] = c
+                    frontier[nxt, 1, n_next] = ns
+                    frontier[nxt, 2, n_next] = begin
+                    n_next += 1
+                elif has_best[s]:
+                    dead_state[n_dead] = s
+                    dead_node[n_dead] = c
+                    dead_begin[n_dead] = begin
+                    n_dead += 1
+            i += 1
+        if result >= 0:
+            break
+        cur, m, i, n_next = nxt, n_next, 0, 0
+    counters[0], counters[1], counters[2], counters[3], counters[4], counters[5] = cur, m, i, n_next, n_in, n_dead
+    return result
+
+
+def _token_walk_kernel(trans, has_best, flat, starts, lengths, ids, offs, q0, first, kind, dead_state, dead_end):
+    """Read each token ``ids[i]`` from byte ``offs[i]`` on, from ``q0``, starting at token ``first``.
+
+    ``kind[i]``: 0 inside, 1 died after a complete lexeme (state before the byte in
+    ``dead_state``, byte offset in ``dead_end``), 2 impossible.  Returns -1 when done, or
+    ``i * 2**32 + state`` when token ``i`` needs an unexpanded state's row.
+    """
+    for i in range(first, ids.shape[0]):
+        t = ids[i]
+        base = starts[t]
+        s = q0
+        k = offs[i]
+        n = lengths[t]
+        kind[i] = 0
+        while k < n:
+            ns = trans[s, flat[base + k]]
+            if ns == -2:
+                return i * 4294967296 + s
+            if ns < 0:
+                if has_best[s]:
+                    kind[i] = 1
+                    dead_state[i] = s
+                    dead_end[i] = k
+                else:
+                    kind[i] = 2
+                break
+            s = ns
+            k += 1
+    return -1
+
+
+def _group_by_state(states: np.ndarray) -> list:
+    """``[(state, indices into states)]`` for each distinct state."""
+    if not len(states):
+        return []
+    first = states[0]
+    if (states == first).all():  # the common case: one pre-death state
+        return [(int(first), np.arange(len(states)))]
+    present = np.flatnonzero(np.bincount(states))
+    if len(present) <= 8:  # a few states: one comparison pass each beats a sort
+        return [(int(q), np.flatnonzero(states == q)) for q in present.tolist()]
+    order = np.argsort(states, kind="stable")
+    sorted_states = states[order]
+    cuts = np.flatnonzero(sorted_states[1:] != sorted_states[:-1]) + 1
+    bounds = np.concatenate([[0], cuts, [len(order)]])
+    return [(int(sorted_states[a]), order[a:b]) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+
+def _flat_trie(trie: "TokenTrie") -> tuple:
+    """The trie's levels as global node arrays (level 0 first, so root indices are kept)."""
+    flat = getattr(trie, "_flat", None)
+    if flat is None:
+        sizes = [len(b) for b in trie.byte]
+        first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        cat = lambda parts: np.concatenate(parts).astype(np.int64)  # noqa: E731
+        level = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        child_lo = cat([trie.child_lo[j] + (first[j + 1] if j + 1 < len(sizes) else 0) for j in range(len(sizes))])
+        flat = trie._flat = (
+            cat(trie.byte), cat(trie.lo), cat(trie.hi), cat(trie.n_end), child_lo, cat(trie.child_n), level,
+        )
+    return flat
+
+
+def _trie_walk_compiled(kernels, lex: LexerAutomaton, trie: "TokenTrie", q0: int, roots, size: int, full: bool = True) -> WalkResult:
+    """:func:`trie_walk` by the compiled kernel; ``roots`` may be nodes of any level (global
+    indices), each standing for its subtree read from the node's own byte on."""
+    byte, lo, hi, n_end, child_lo, child_n, level = _flat_trie(trie)
+    n_nodes = len(byte)
+    lex.rows_of(q0)
+    if roots is None:
+        nodes = np.arange(len(trie.byte[0]), dtype=np.int64)
+        width = trie.widest
+    else:
+        nodes = np.asarray(roots, dtype=np.int64)
+        levels = level[nodes]
+        width = trie.widest if len(nodes) and (levels == levels[0]).all() else n_nodes
+    st = lex.trans[q0][byte[nodes]].astype(np.int64)
+    alive = st >= 0
+    n_alive = int(alive.sum())
+    frontier = np.empty((2, 3, max(width, 1)), dtype=np.int64)
+    frontier[0, 0, :n_alive] = nodes[alive]
+    frontier[0, 1, :n_alive] = st[alive]
+    frontier[0, 2, :n_alive] = level[nodes[alive]]
+    counters = np.array([0, n_alive, 0, 0, 0, 0], dtype=np.int64)
+    inside_out = np.empty(len(trie.sorted_ids), dtype=np.int64)
+    dead_state = np.empty(n_nodes, dtype=np.int64)
+    dead_node = np.empty(n_nodes, dtype=np.int64)
+    dead_begin = np.empty(n_nodes, dtype=np.int64)
+    bfs = kernels[0]
+    while True:
+        need = bfs(lex.trans, lex.has_best, byte, lo, n_end, child_lo, child_n, trie.sorted_ids,
+                   frontier, counters, inside_out, dead_state, dead_node, dead_begin)
+        if need < 0:
+            break
+        lex.expand(int(need))
+    inside = inside_out[: counters[4]].copy()
+    parts: dict = {}  # pre-death state -> [(death nodes, their lexeme begins)]
+    if lex.best[q0] and n_alive < len(nodes):
+        first_dead = nodes[~alive]
+        parts[q0] = [(first_dead, level[first_dead])]
+    n_dead = int(counters[5])
+    for q, idx in _group_by_state(dead_state[:n_dead]):
+        parts.setdefault(q, []).append((dead_node[idx], dead_begin[idx]))
+    groups = []
+    for q, where in parts.items():
+        d_nodes = where[0][0] if len(where) == 1 else np.concatenate([w[0] for w in where])
+        d_begin = where[0][1] if len(where) == 1 else np.concatenate([w[1] for w in where])
+        groups.append(TrieGroup(q, d_nodes, d_begin, trie))
+    if not full:
+        return WalkResult(None, inside, groups)
+    mask = np.zeros(size, dtype=bool)
+    mask[inside] = True
+    mask.flags.writeable = False
+    return WalkResult(mask, inside, groups)
+
+
+class TrieGroup:
+    """A group of a compiled trie walk: the subtrees of ``nodes`` end the lexeme in state ``q``.
+
+    Indexes and unpacks like the numpy walks' tuples, ``(q, ids, end, begin, nodes)``; the
+    per-token arrays are made on first use, since a group walked on down the trie needs
+    only its nodes.
+    """
+
+    __slots__ = ("q", "nodes", "_begins", "_trie", "_arrays")
+
+    def __init__(self, q: int, nodes: np.ndarray, begins: np.ndarray, trie: "TokenTrie"):
+        self.q = q
+        self.nodes = nodes
+        self._begins = begins
+        self._trie = trie
+        self._arrays = None
+
+    def arrays(self) -> tuple:
+        """``(ids, end, begin)``: every token of the subtrees, the offset of the byte that
+        ended the lexeme (its node's level) and where the lexeme began."""
+        if self._arrays is None:
+            _, lo, hi, _, _, _, level = _flat_trie(self._trie)
+            d_lo, d_hi = lo[self.nodes], hi[self.nodes]
+            sizes = d_hi - d_lo
+            ids = self._trie.sorted_ids[_ranges(d_lo, d_hi)]
+            self._arrays = (ids, np.repeat(level[self.nodes], sizes), np.repeat(self._begins, sizes))
+        return self._arrays
+
+    def __getitem__(self, i: int):
+        if i == 0:
+            return self.q
+        if i == 4 or i == -1:
+            return self.nodes
+        return (self.q, *self.arrays(), self.nodes)[i]
+
+    def __iter__(self):
+        return iter((self.q, *self.arrays(), self.nodes))
+
+
+def _walk_tokens_compiled(kernels, lex: LexerAutomaton, vocab, q0: int, ids, offs, full: bool) -> WalkResult:
+    ids = np.asarray(ids, dtype=np.int64)
+    if isinstance(offs, (int, np.integer)):
+        offs = np.full(len(ids), int(offs), dtype=np.int64)
+    offs = np.asarray(offs, dtype=np.int64)
+    lex.rows_of(q0)
+    n = len(ids)
+    kind = np.empty(n, dtype=np.int8)
+    dead_state = np.empty(n, dtype=np.int64)
+    dead_end = np.empty(n, dtype=np.int64)
+    walk = kernels[1]
+    first = 0
+    while True:
+        need = walk(lex.trans, lex.has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
+        if need < 0:
+            break
+        first, q = divmod(int(need), 4294967296)
+        lex.expand(q)
+    inside = ids[kind == 0]
+    died = np.flatnonzero(kind == 1)
+    groups = []
+    for q, idx in _group_by_state(dead_state[died]):
+        sel = died[idx]
+        groups.append((q, ids[sel], dead_end[sel], offs[sel], None))
+    if full:
+        mask = np.zeros(vocab.size, dtype=bool)
+        mask[inside] = True
+        mask.flags.writeable = False
+        return WalkResult(mask, inside, groups)
+    return WalkResult(None, inside, groups)

@@ -59,6 +59,10 @@ class _RegexTables:
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._max_cached = max_cached
 
+    def cached(self, state: int) -> np.ndarray | None:
+        """The mask of ``state`` if it is cached (no walk), else None."""
+        return self._masks.get(state)
+
     def mask(self, state: int) -> np.ndarray:
         hit = self._masks.get(state)
         if hit is not None:
@@ -132,6 +136,9 @@ class RegexState(ConstraintState):
     def allowed_mask(self) -> np.ndarray:
         """Read-only boolean mask (shared with the cache; copy before writing)."""
         return self.tables.mask(self.state)
+
+    def cached_mask(self) -> np.ndarray | None:
+        return self.tables.cached(self.state)
 
     def allowed_bitmask(self) -> np.ndarray:
         return pack_mask(self.allowed_mask())

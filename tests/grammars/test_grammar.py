@@ -27,7 +27,9 @@ NUMBER: /[0-9]+/
 """
 AMBIGUOUS_PIECES = ["1", "23", "+", "*", "(", ")", " "]
 
-# keywords vs names (string literals beat regexes), a terminal priority, comments ignored
+# keywords vs names (string literals beat regexes), terminal priorities, comments ignored.
+# (Lark's lexer tries terminals by priority before length, ours takes the longest match and
+# then the priority: with FLOAT below INT, lark would never lex "2." as a FLOAT.)
 KEYWORDS = r"""
 start: stmt*
 stmt: "let" NAME "=" expr ";" | NAME "=" expr ";" | "print" expr ";"
@@ -35,7 +37,7 @@ stmt: "let" NAME "=" expr ";" | NAME "=" expr ";" | "print" expr ";"
 ?atom: NAME | INT | FLOAT
 NAME: /[a-z_]+/
 INT.2: /[0-9]+/
-FLOAT: /[0-9]+\.[0-9]*/
+FLOAT.3: /[0-9]+\.[0-9]*/
 COMMENT: /#[^\n]*/
 %ignore /\s+/
 %ignore COMMENT
@@ -152,6 +154,30 @@ def test_full_mask_equals_single_checks_everywhere(vocab):
         assert np.array_equal(mask, single), prefix
 
 
+@pytest.mark.parametrize(
+    "name,prefixes",
+    [
+        # after an operator, mid-name, mid-number with exponent, three brackets deep
+        ("arithmetic", [b"f(x, 2) * -(", b"((a + b_1", b"1.5e", b"((((a + b) * c)"]),
+        # keyword contexts (cold lexeme starts with different allowed keywords), inside a string
+        ("sql", [b"SELECT u.name, COUNT(*) AS n FROM users u LEFT JOIN orders o ON o.id = u.id WHERE u.x > 1 GR",
+                 b"SELECT a FROM t WHERE b IN ('x', 'y''", b"select distinct p.title from posts p where"]),
+    ],
+)
+def test_cold_masks_equal_single_checks_everywhere(vocab, name, prefixes):
+    """All 128k tokens at cold parser and lexer states (the first mask of each configuration)."""
+    from guided.grammars.shipped import shipped_grammar_path
+
+    s0 = Grammar(shipped_grammar_path(name).read_text()).start(vocab)  # fresh: nothing cached
+    for prefix in prefixes:
+        state = s0.advance_bytes(prefix)
+        assert state is not None, prefix
+        mask = state.allowed_mask()
+        fresh = type(state)(state.tables, state.branches)
+        single = np.array([fresh.advance(i) is not None for i in range(vocab.size)])
+        assert np.array_equal(mask, single), (prefix, np.flatnonzero(mask != single)[:10])
+
+
 def test_tokens_crossing_lexemes(vocab):
     g = load_grammar("json")
     state = g.start(vocab).advance_bytes(b'{"key')
@@ -173,6 +199,19 @@ def test_states_are_immutable_and_shareable(vocab):
     b = s.advance_bytes(b", 3]")
     assert a.is_accepting() and b.is_accepting()
     assert not s.is_accepting() and s.advance_bytes(b"]").is_accepting()
+
+
+def test_cached_mask_is_the_mask_once_walked_and_none_before(vocab):
+    g = Grammar(LIST)  # a fresh grammar: nothing cached yet
+    start = g.start(vocab)
+    s = start.advance_bytes(b"[1, ")
+    assert s.cached_mask() is None
+    mask = s.allowed_mask()
+    again = start.advance_bytes(b"[1, ")  # a new state object at the same configuration
+    assert again.cached_mask() is not None and np.array_equal(again.cached_mask(), mask)
+    done = start.advance_bytes(b"[1]")
+    assert np.array_equal(done.allowed_mask(), done.cached_mask())
+    assert done.cached_mask()[sorted(vocab.eos_ids)].all()  # EOS where accepting
 
 
 @pytest.mark.parametrize(

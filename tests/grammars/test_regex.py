@@ -100,3 +100,10 @@ def test_bad_regex_raises_at_construction():
         Regex(r"a(?=b)")
     with pytest.raises(RegexError):
         Regex(r"(")
+
+
+def test_cached_mask_is_the_mask_once_walked_and_none_before(vocab):
+    state = Regex(r"[a-f]{3}[0-9]+").start(vocab).advance_bytes(b"ab")
+    assert state.cached_mask() is None
+    mask = state.allowed_mask()
+    assert np.array_equal(state.cached_mask(), mask)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -376,6 +377,27 @@ def _expanded_size(items) -> int:
 
 
 # -- NFA -> DFA over code points -> DFA over UTF-8 bytes ----------------------------------
+#: compile-time budget of one regex: past it, compilation stops with RegexTooLargeError
+MAX_COMPILE_SECONDS = 20.0
+
+
+class _Budget:
+    """Raises RegexTooLargeError once the compile-time budget is spent (nothing hangs)."""
+
+    __slots__ = ("deadline", "pattern")
+
+    def __init__(self, pattern: str):
+        self.deadline = time.monotonic() + MAX_COMPILE_SECONDS
+        self.pattern = pattern
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise RegexTooLargeError(
+                f"regex takes more than {MAX_COMPILE_SECONDS:g} s to compile (a long counted repeat of a large class?)",
+                self.pattern,
+            )
+
+
 def _closure(nfa: _NFA, states) -> frozenset:
     seen = set(states)
     stack = list(states)
@@ -388,7 +410,7 @@ def _closure(nfa: _NFA, states) -> frozenset:
     return frozenset(seen)
 
 
-def _determinise(nfa: _NFA, start: int, final: int, max_states: int, pattern: str):
+def _determinise(nfa: _NFA, start: int, final: int, max_states: int, pattern: str, budget: _Budget):
     """Subset construction; transitions are lists of ``(lo, hi, target)`` code point segments."""
     first = _closure(nfa, [start])
     index = {first: 0}
@@ -399,6 +421,7 @@ def _determinise(nfa: _NFA, start: int, final: int, max_states: int, pattern: st
     while i < len(order):
         S = order[i]
         i += 1
+        budget.check()
         accepting.append(final in S)
         events: list[tuple[int, int, int]] = []  # (position, +1/-1, target)
         for s in S:
@@ -462,7 +485,7 @@ _UTF8_LEADS = (
 )
 
 
-def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: str):
+def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: str, budget: _Budget):
     """Turn a DFA over code points into one over UTF-8 bytes.
 
     An intermediate state (inside a multi-byte character) is identified by what it still
@@ -504,6 +527,8 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
                 if sub:
                     row[lead] = intermediate(r, sub)
     while pending:
+        if len(pending) % 256 == 0:
+            budget.check()
         k, r, segs = pending.pop()
         row = rows[k]
         block = 64 ** (r - 1)
@@ -516,7 +541,7 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
     return np.stack(rows), np.asarray(accepting, dtype=bool)
 
 
-def _prune_and_minimise(trans: np.ndarray, accepting: np.ndarray, start: int):
+def _prune_and_minimise(trans: np.ndarray, accepting: np.ndarray, start: int, budget: "_Budget | None" = None):
     """Drop states that cannot reach acceptance, merge equivalent ones, renumber from ``start = 0``."""
     n = len(trans)
     # co-reachability: iterate "has a live successor" to a fixpoint
@@ -547,14 +572,21 @@ def _prune_and_minimise(trans: np.ndarray, accepting: np.ndarray, start: int):
     trans = np.where(trans >= 0, remap[np.maximum(trans, 0)], -1)
     accepting = accepting[keep]
     start = int(remap[start])
-    # Moore partition refinement
+    # Moore partition refinement. Bytes whose columns are equal behave alike, so one column
+    # per byte class is enough (a few dozen instead of 256), and rows are compared as opaque
+    # byte strings: a bounded repeat such as [^\n]{0,100} needs one round per repetition.
+    columns = np.unique(trans.T, axis=0)
+    reduced = np.ascontiguousarray(columns.T)
     cls = accepting.astype(np.int64)
     n_cls = len(np.unique(cls))
     while True:
-        succ = np.where(trans >= 0, cls[np.maximum(trans, 0)], -1)
-        sig = np.concatenate([cls[:, None], succ], axis=1)
-        _, new_cls = np.unique(sig, axis=0, return_inverse=True)
-        new_cls = new_cls.reshape(-1)
+        if budget is not None:
+            budget.check()
+        succ = np.where(reduced >= 0, cls[np.maximum(reduced, 0)], -1)
+        sig = np.ascontiguousarray(np.concatenate([cls[:, None], succ], axis=1), dtype=np.int64)
+        rows_as_bytes = sig.view(np.dtype((np.void, sig.dtype.itemsize * sig.shape[1]))).reshape(-1)
+        _, new_cls = np.unique(rows_as_bytes, return_inverse=True)
+        new_cls = new_cls.reshape(-1).astype(np.int64)
         n_new = int(new_cls.max()) + 1
         cls = new_cls
         if n_new == n_cls:
@@ -733,9 +765,10 @@ def _compile(pattern: str, flags: int, max_states: int) -> ByteDFA:
         final = nfa.build(list(parsed), gflags, start, top=True)
     except RecursionError:
         raise RegexTooLargeError("regex nests too deeply", pattern) from None
-    char_trans, char_acc = _determinise(nfa, start, final, max_states, pattern)
-    trans, acc = _to_bytes(char_trans, char_acc, max_states * 4, pattern)
-    result = _prune_and_minimise(trans, acc, 0)
+    budget = _Budget(pattern)
+    char_trans, char_acc = _determinise(nfa, start, final, max_states, pattern, budget)
+    trans, acc = _to_bytes(char_trans, char_acc, max_states * 4, pattern, budget)
+    result = _prune_and_minimise(trans, acc, 0, budget)
     if result is None:
         raise EmptyLanguageError("regex matches no string", pattern)
     trans, acc = result

@@ -107,3 +107,20 @@ def test_cached_mask_is_the_mask_once_walked_and_none_before(vocab):
     assert state.cached_mask() is None
     mask = state.allowed_mask()
     assert np.array_equal(state.cached_mask(), mask)
+
+
+def test_long_bounded_repeats_compile_and_match_exactly(vocab):
+    r = Regex(r"[^\n]{0,100}\n")
+    state = r.start(vocab)
+    assert state.advance_bytes(("é" * 100 + "\n").encode()).is_accepting()
+    assert state.advance_bytes(("x" * 101).encode()) is None
+    assert state.advance_bytes(b"ab\n").is_accepting()
+
+
+def test_compilation_has_a_time_budget(monkeypatch):
+    from guided.grammars import bytedfa
+    from guided.grammars.bytedfa import RegexTooLargeError
+
+    monkeypatch.setattr(bytedfa, "MAX_COMPILE_SECONDS", 0.2)
+    with pytest.raises(RegexTooLargeError, match="to compile"):
+        bytedfa._compile(r"\w{3,300}", 0, 50_000)  # uncached: a Unicode class repeated 300 times

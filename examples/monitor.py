@@ -40,7 +40,7 @@ def main() -> None:
     model, tokenizer = load_model()
     source = (PROJECT / "geometry" / "draw.py").read_text()
     prompt = source.split("\n\ndef paint")[0] + "\nvalue = origin."
-    line = guided.Regex(r"[^\n]{0,80}\n")
+    line = guided.Regex(r"[^\n]*\n")  # max_new_tokens bounds the length (a bounded repeat compiles slowly)
     plain = guided.generate(model, tokenizer, prompt, line, max_new_tokens=20, temperature=0.0)
     # One server for both monitors; it sees the whole project, the model only the prompt.
     with LanguageServerSession(PROJECT, "geometry/draw.py", prefix=prompt) as session:

@@ -139,7 +139,11 @@ class Machine(abc.ABC):
         self.session = session
         self.language = session.language
         self.lexer = lexer_for(self.language)
-        self._prefix_bytes = session.prefix.encode("utf-8")
+
+    @property
+    def _prefix_bytes(self) -> bytes:
+        # read from the session each time: a retargeted session has a new prefix
+        return self.session.prefix_bytes
 
     # -- the rule ---------------------------------------------------------------------------
     @abc.abstractmethod

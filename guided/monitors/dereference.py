@@ -18,6 +18,7 @@ call results or subscripts (``f().x``, ``a[0].x``) are not triggers.
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from typing import Any, Hashable
 
@@ -78,6 +79,7 @@ class DereferenceMachine(Machine):
         self.ident = self.lexer.ident
         self.identifier_re = _IDENTIFIER[self.language]
         self._candidates: dict[tuple, Candidates] = {}
+        self.import_check = False  # set by DereferenceMonitor(..., import_check=True)
 
     def initial(self):
         prefix = self._prefix_bytes
@@ -109,7 +111,10 @@ class DereferenceMachine(Machine):
         labels = self.session.completions(context)
         if not labels:
             return None
-        names = [label.encode("utf-8") for label in labels if self.identifier_re.fullmatch(label)]
+        labels = [label for label in labels if self.identifier_re.fullmatch(label)]
+        if labels and self.import_check and self.language == "python":
+            labels = self._existing_on_class(context, labels)
+        names = [label.encode("utf-8") for label in labels]
         if not names:
             return None
         key = tuple(sorted(set(names)))
@@ -117,6 +122,27 @@ class DereferenceMachine(Machine):
         if cached is None:
             cached = self._candidates[key] = Candidates(key)
         return cached
+
+    def _existing_on_class(self, context: bytes, labels: list[str]) -> list[str]:
+        """When the receiver is a class (its definition is a ``class`` statement in another file),
+        only the labels the imported class has (jedi also lists names its body only annotates)."""
+        from guided.monitors.runtime import class_members
+
+        if context:  # the receiver name ends just before the dot
+            places = self.session.definitions(context[:-1])
+        else:  # the prefix ends with the dot
+            places = self.session.definitions_in_prefix(len(self.session.prefix) - 1)
+        if not places:
+            return labels
+        own = self.session.document_path
+        keep: set[str] = set()
+        for path, line in set(places):
+            same_file = os.path.realpath(path) == os.path.realpath(own)  # the buffer may differ from disk
+            found = None if same_file else class_members(path, line, self.session.project_root, labels)
+            if found is None:
+                return labels  # not a class, or not resolvable exactly: the server's list as is
+            keep |= found
+        return [label for label in labels if label in keep]
 
     def resume(self, need: Need, answer):
         if answer is None:
@@ -177,6 +203,16 @@ class DereferenceMonitor(Monitor):
 
         >>> DereferenceMonitor(project_root, "pkg/main.py", prefix=code_before_cursor)
         >>> DereferenceMonitor(session)          # share one server with other monitors
+        >>> DereferenceMonitor(session, import_check=True)   # class receivers: import and hasattr
+
+    ``import_check``: when the receiver is a class defined in another file, keep only the names
+    the imported class has (jedi also lists names a class body only annotates, which exist on
+    instances only); importing runs that module's top-level code, hence opt-in.
     """
 
     machine_class = DereferenceMachine
+
+    def __init__(self, session=None, file_path=None, *, import_check: bool = False, **session_kwargs):
+        super().__init__(session, file_path, **session_kwargs)
+        #: also check members of class receivers by importing the class (runs the module's code)
+        self.machine.import_check = import_check

@@ -9,12 +9,15 @@ the position being asked about, so the server's view follows the generation (did
     >>> with LanguageServerSession("/path/to/project", "pkg/main.py") as session:
     ...     session.completions("p.")            # ('norm', 'translate', 'x', 'y', ...) or None
     ...     session.signatures("p.translate(")   # signature-help answer (raw LSP dict) or None
+    ...     session.retarget(new_prefix, new_suffix)  # the next cursor (an editor): same server
 
 Every answer is *memoised per context* (the generated text before the cursor, which also fixes
 the position) and final for the session: if the server is slow (past ``wait_s``), crashed or
 answers nonsense, the answer is ``None`` ("no constraint") and stays so, which keeps masks and
 ``advance`` consistent. A crashed server is restarted (``max_restarts``), after that the session
 degrades to ``None`` answers with a warning. Requests have timeouts; nothing here can hang.
+:meth:`LanguageServerSession.retarget` moves the session to a new cursor (new prefix/suffix, or
+another file of the project) on the same warm server, with a fresh set of answers.
 """
 
 from __future__ import annotations
@@ -107,6 +110,12 @@ class _Doc:
     suffix: str
     prefix_line: int  # line of the cursor at the end of the prefix
     prefix_char: int  # its UTF-16 column
+    prefix_bytes: bytes  # the prefix as UTF-8 (what monitors scan)
+
+    @classmethod
+    def at(cls, uri: str, prefix: str, suffix: str) -> "_Doc":
+        line, char = _end_position(0, 0, prefix)
+        return cls(uri, prefix, suffix, line, char, prefix.encode("utf-8"))
 
 
 def _utf16_len(text: str) -> int:
@@ -182,8 +191,7 @@ class LanguageServerSession:
             if not abs_path.is_file():
                 raise MonitorError(f"{abs_path}: no such file (pass prefix= for a new file)")
             prefix = abs_path.read_text(encoding="utf-8")
-        line, char = _end_position(0, 0, prefix)
-        self._doc = _Doc(abs_path.as_uri(), prefix, suffix, line, char)
+        self._doc = _Doc.at(abs_path.as_uri(), prefix, suffix)
         self._server_binary = server_binary
         self.wait_s = wait_s
         self.request_timeout_s = request_timeout_s
@@ -191,9 +199,16 @@ class LanguageServerSession:
         self.first_request_wait_s = first_request_wait_s
         self.max_restarts = max_restarts
         # state shared by all monitor states of this session
-        self._answers: dict[tuple, Any] = {}  # (kind, context digest) -> final answer (or None)
+        self._answers: dict[tuple, Any] = {}  # (epoch, kind, context digest) -> final answer (or None)
+        self._epoch = 0  # bumped by retarget: answers and requests of an older cursor are stale
+        # after a retarget the server's text is stale: "" = resend the whole text with the next
+        # request; a URI = close that document (the file changed) and open the current one
+        self._resync: str | None = None
         self._pending: dict[tuple, concurrent.futures.Future] = {}
         self._lock = threading.RLock()
+        # guards (_doc, _epoch, _resync) for the server thread, which must never wait on
+        # _lock: start() and close() hold _lock while they wait for that thread
+        self._doc_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lsp = None  # multilspy LanguageServer
@@ -220,6 +235,62 @@ class LanguageServerSession:
     @property
     def prefix(self) -> str:
         return self._doc.prefix
+
+    @property
+    def prefix_bytes(self) -> bytes:
+        return self._doc.prefix_bytes
+
+    @property
+    def suffix(self) -> str:
+        return self._doc.suffix
+
+    @property
+    def document_path(self) -> str:
+        """Absolute path of the open document (the file being generated into)."""
+        return str(pathlib.Path(self.project_root) / self.relative_path)
+
+    def retarget(self, prefix: str, suffix: str = "", file_path: str | os.PathLike | None = None) -> None:
+        """Point the session at a new cursor: ``prefix``|``suffix`` around it (in ``file_path``, if given).
+
+            >>> session.retarget(code_before_cursor, code_after_cursor)
+            >>> state = DereferenceMonitor(session).start(vocab)   # monitors built from now on
+            >>> session.retarget(other_prefix, file_path="pkg/other.py")   # another file, same server
+
+        Keeps the server (warm: no restart, jedi's caches stay) and only forgets the answers, which
+        belong to the old cursor; the server gets the new text with the next question. Returns at
+        once. Monitor *states* made before the call must not be advanced after it (their text is
+        relative to the old prefix); monitors (constraints) are fine: they read the new prefix.
+        Another file must be in the same project and language (one server per language).
+        """
+        uri, rel = self._doc.uri, self.relative_path
+        if file_path is not None:
+            path = pathlib.Path(file_path)
+            abs_path = (path if path.is_absolute() else pathlib.Path(self.project_root) / path).resolve()
+            try:
+                rel = str(abs_path.relative_to(self.project_root))
+            except ValueError:
+                raise MonitorError(f"{abs_path}: file is not inside the project {self.project_root}") from None
+            if language_of(rel) != self.language and not (
+                {language_of(rel), self.language} <= {"typescript", "javascript"}
+            ):
+                raise MonitorError(f"{rel}: not a {self.language} file (one server per language)")
+            uri = abs_path.as_uri()
+        with self._lock:
+            if self.closed:
+                raise MonitorError("session is closed")
+            with self._doc_lock:
+                old_uri = self._doc.uri
+                self._doc = _Doc.at(uri, prefix, suffix)
+                self._epoch += 1
+                if uri != old_uri:
+                    # close the old document unless an earlier retarget already scheduled that
+                    self._resync = self._resync if self._resync else old_uri
+                    self.relative_path = rel
+                elif self._resync is None:
+                    self._resync = ""
+            self._answers.clear()
+            self._pending.clear()  # in-flight requests of the old cursor finish unobserved
+            self._latest_prefetch = None
 
     def start(self) -> None:
         """Start the server and open the file (idempotent; called lazily by the first question)."""
@@ -261,10 +332,13 @@ class LanguageServerSession:
         self._lsp, self._server_ctx = lsp, ctx
         self._io_lock = asyncio.Lock()
         self._version = 0
-        self._doc_tail = ""
+        with self._doc_lock:
+            doc = self._doc
+            self._resync = None  # a fresh server has exactly this document open
+        self._doc_tail = doc.suffix  # the server's text after the prefix
         lsp.server.notify.did_open_text_document(
-            {"textDocument": {"uri": self._doc.uri, "languageId": self.language, "version": 0,
-                              "text": self._doc.prefix + self._doc.suffix}}
+            {"textDocument": {"uri": doc.uri, "languageId": self.language, "version": 0,
+                              "text": doc.prefix + doc.suffix}}
         )
 
     def close(self) -> None:
@@ -334,6 +408,14 @@ class LanguageServerSession:
         """The raw ``textDocument/signatureHelp`` answer right after ``context`` (or ``None``)."""
         return self._answer("signature", context, wait_s)
 
+    def definitions(self, context: bytes | str, wait_s: float | None = None) -> tuple[tuple[str, int], ...] | None:
+        """``(path, line)`` (0-based line) of what the name that ends ``context`` is defined as."""
+        return self._answer("definition", context, wait_s)
+
+    def definitions_in_prefix(self, offset: int, wait_s: float | None = None) -> tuple[tuple[str, int], ...] | None:
+        """:meth:`definitions` at character ``offset`` of the prefix (text before generation)."""
+        return self._answer("definition", f"\x00@{int(offset)}", wait_s)
+
     def prefetch(self, kind: str, context: bytes | str) -> None:
         """Ask now, answer later: the request runs while the model computes its next step.
 
@@ -350,11 +432,10 @@ class LanguageServerSession:
     def has_answer(self, kind: str, context: bytes | str) -> bool:
         return self._key(kind, context) in self._answers
 
-    @staticmethod
-    def _key(kind: str, context: bytes | str) -> tuple:
+    def _key(self, kind: str, context: bytes | str) -> tuple:
         data = context.encode("utf-8") if isinstance(context, str) else bytes(context)
         base = "completion" if kind == "completion_items" else kind
-        return (base, len(data), hashlib.blake2b(data, digest_size=16).digest())
+        return (self._epoch, base, len(data), hashlib.blake2b(data, digest_size=16).digest())
 
     def _answer(self, kind: str, context: bytes | str, wait_s: float | None):
         key = self._key(kind, context)
@@ -389,10 +470,12 @@ class LanguageServerSession:
             with self._lock:  # a dropped prefetch: ask for real
                 future = self._submit(key, kind, decode_context(context))
         with self._lock:
+            self._answered_once = True
+            if key[0] != self._epoch:  # retargeted meanwhile: the answer is for the old cursor
+                return _project(kind, raw)
             self._pending.pop(key, None)
             if key not in self._answers:  # first decision is final (consistency of states)
                 self._answers[key] = raw
-            self._answered_once = True
             return _project(kind, self._answers[key])
 
     def _submit(self, key, kind: str, context: str, prefetch: bool = False) -> concurrent.futures.Future:
@@ -403,23 +486,25 @@ class LanguageServerSession:
             future.set_result(None)
             return future
         base = "completion" if kind == "completion_items" else kind
-        future = asyncio.run_coroutine_threadsafe(self._request(base, context, key if prefetch else None), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            self._request(base, context, key if prefetch else None, key[0]), self._loop
+        )
         self._pending[key] = future
         return future
 
-    async def _request(self, kind: str, context: str, prefetch_key=None):
+    async def _request(self, kind: str, context: str, prefetch_key=None, epoch: int = 0):
         assert self._io_lock is not None
         async with self._io_lock:  # one (didChange, request) pair on the wire at a time
             if prefetch_key is not None and prefetch_key != self._latest_prefetch:
                 return _SKIPPED
-            if self.closed:
+            if self.closed or epoch != self._epoch:  # closed, or asked about an old cursor
                 return None
             for attempt in range(2):
                 if not self.is_alive():
                     if not await self._restart():
                         return None
                 process = self._lsp.server.process
-                ask = asyncio.ensure_future(self._ask(kind, context))
+                ask = asyncio.ensure_future(self._ask(kind, context, epoch))
                 died = asyncio.ensure_future(process.wait())
                 done, _ = await asyncio.wait(
                     {ask, died}, timeout=self.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -472,29 +557,38 @@ class LanguageServerSession:
             self._degrade(f"restarting the {self.language} language server failed: {exc!r}")
             return False
 
-    async def _ask(self, kind: str, context: str):
+    async def _ask(self, kind: str, context: str, epoch: int):
         lsp = self._lsp
-        doc = self._doc
+        with self._doc_lock:
+            if epoch != self._epoch:
+                return None
+            doc, resync = self._doc, self._resync
+            self._resync = None
         self.stats["requests"] += 1
-        # Replace the generated region (everything after the prefix) with context + suffix.
-        old_tail = self._doc_tail or ""
-        end_line, end_char = _end_position(doc.prefix_line, doc.prefix_char, old_tail)
         new_tail = ("" if context.startswith("\x00@") else context) + doc.suffix
         self._version += 1
-        lsp.server.notify.did_change_text_document(
-            {
-                "textDocument": {"uri": doc.uri, "version": self._version},
-                "contentChanges": [
-                    {
-                        "range": {
-                            "start": {"line": doc.prefix_line, "character": doc.prefix_char},
-                            "end": {"line": end_line, "character": end_char},
-                        },
-                        "text": new_tail,
-                    }
-                ],
-            }
-        )
+        if resync:  # retargeted to another file: close the old document, open this one
+            lsp.server.notify.did_close_text_document({"textDocument": {"uri": resync}})
+            lsp.server.notify.did_open_text_document(
+                {"textDocument": {"uri": doc.uri, "languageId": self.language, "version": self._version,
+                                  "text": doc.prefix + new_tail}}
+            )
+        else:
+            if resync == "":  # a new cursor in the same file (retarget): the whole text
+                change: dict = {"text": doc.prefix + new_tail}
+            else:  # replace the generated region (everything after the prefix) with context + suffix
+                old_tail = self._doc_tail or ""
+                end_line, end_char = _end_position(doc.prefix_line, doc.prefix_char, old_tail)
+                change = {
+                    "range": {
+                        "start": {"line": doc.prefix_line, "character": doc.prefix_char},
+                        "end": {"line": end_line, "character": end_char},
+                    },
+                    "text": new_tail,
+                }
+            lsp.server.notify.did_change_text_document(
+                {"textDocument": {"uri": doc.uri, "version": self._version}, "contentChanges": [change]}
+            )
         self._doc_tail = new_tail
         if context.startswith("\x00@"):  # a position inside the prefix
             line, char = _end_position(0, 0, doc.prefix[: int(context[2:])])
@@ -506,6 +600,8 @@ class LanguageServerSession:
             return _completion_items(await lsp.server.send.completion(params))
         if kind == "signature":
             return await lsp.server.send.signature_help(params)
+        if kind == "definition":
+            return _locations(await lsp.server.send.definition(params))
         raise MonitorError(f"unknown question {kind!r}")
 
 
@@ -524,6 +620,22 @@ def _completion_items(response) -> tuple[tuple[str, int], ...] | None:
         label = item.get("label")
         if isinstance(label, str):
             out.append((label, int(item.get("kind") or 0)))
+    return tuple(out)
+
+
+def _locations(response) -> tuple[tuple[str, int], ...]:
+    """``(file path, 0-based line)`` of each location of a definition answer."""
+    from urllib.parse import unquote, urlparse
+
+    if response is None:
+        return ()
+    items = response if isinstance(response, list) else [response]
+    out = []
+    for item in items:
+        uri = item.get("uri") or item.get("targetUri")
+        rng = item.get("range") or item.get("targetSelectionRange") or {}
+        if isinstance(uri, str) and uri.startswith("file:"):
+            out.append((unquote(urlparse(uri).path), int(rng.get("start", {}).get("line", 0))))
     return tuple(out)
 
 

@@ -110,3 +110,26 @@ def test_python_lexer_tracks_strings_and_comments():
     assert lexer.scan(b"x = 1  # c.\n") == 0
     assert lexer.scan(b"x = '' ") == 0  # two quotes: code once a third one does not follow
     assert lexer.scan(b"x = 'it\\'s'") == 0
+
+
+def test_import_check_drops_names_a_class_only_annotates(py_session_factory, llama3_vocab):
+    prefix = HEADER + "from geometry.config import Settings\nvalue = Settings."
+    listed = set(DereferenceMonitor(py_session_factory(prefix, wait_s=20.0)).start(llama3_vocab).state[1])
+    assert {b"name", b"scale", b"describe"} <= listed  # jedi lists the annotated-only `name` too
+    checked = DereferenceMonitor(py_session_factory(prefix, wait_s=20.0), import_check=True).start(llama3_vocab)
+    names = set(checked.state[1])
+    assert {b"scale", b"describe"} <= names and b"name" not in names  # Settings.name: AttributeError
+    assert checked.advance_bytes(b"name") is None and checked.advance_bytes(b"scale\n") is not None
+    # an instance receiver is left alone: `name` exists on instances
+    inst = DereferenceMonitor(py_session_factory(prefix[: -len("Settings.")] + "Settings('a').name.", wait_s=20.0),
+                              import_check=True)
+    assert inst.start(llama3_vocab).state[0] == "a"
+
+
+def test_import_check_asks_an_enum_class_for_its_members(py_session_factory, llama3_vocab):
+    session = py_session_factory(HEADER + "value = Color.", wait_s=20.0)
+    listed = set(DereferenceMonitor(session).start(llama3_vocab).state[1])
+    assert {b"RED", b"_name_", b"value"} <= listed  # jedi lists members' attributes on the class
+    names = set(DereferenceMonitor(session, import_check=True).start(llama3_vocab).state[1])
+    assert {b"RED", b"GREEN", b"BLUE", b"describe"} <= names  # found through EnumType.__getattr__
+    assert not {b"_name_", b"value", b"name"} & names  # Color.value: AttributeError

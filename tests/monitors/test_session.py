@@ -59,6 +59,28 @@ def test_a_hung_server_costs_one_bounded_wait(py_session_factory):
             pass
 
 
+def test_retarget_reuses_the_server_for_a_new_cursor(py_session_factory, llama3_vocab):
+    from guided.monitors import DereferenceMonitor
+
+    session = py_session_factory(HEADER + "a = origin.", wait_s=20.0)
+    monitor = DereferenceMonitor(session)
+    assert {b"x", b"norm"} <= set(monitor.start(llama3_vocab).state[1])  # a Point's members
+    pid = session.server_pid()
+    session.retarget(HEADER + "b = edge.", "\nprint(b)\n")
+    state = monitor.start(llama3_vocab)  # the same monitor reads the new prefix
+    assert session.server_pid() == pid  # same warm server, no restart
+    assert {b"start", b"end", b"length"} <= set(state.state[1]) and b"norm" not in state.state[1]
+    assert state.advance_bytes(b"start.") is not None  # generated text relative to the new prefix
+    assert "norm" in session.completions("start.")
+    # another file of the project (closed and opened on the same server)
+    session.retarget("from geometry.shapes import Segment\ns = Segment(None, None)\ns", file_path="geometry/notes.py")
+    assert session.relative_path == "geometry/notes.py"
+    assert {"start", "end", "length"} <= set(session.completions("."))
+    assert session.server_pid() == pid and session.stats["restarts"] == 0
+    with pytest.raises(MonitorError, match="not inside the project"):
+        session.retarget("", file_path="/etc/passwd.py")
+
+
 def test_close_stops_the_server():
     session = LanguageServerSession(PYPROJ, "geometry/draw.py", prefix=HEADER)
     session.start()

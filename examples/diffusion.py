@@ -50,7 +50,7 @@ def main() -> None:
     checker = InfillingChecker(load_grammar("json"), tok)
     cases = [
         [b'{"name": ', Hole(2), b', "age": 7}'],
-        [b'{"name": ', Hole(1), b' "age": 7}'],  # one token cannot close the value and add a comma
+        [b'{"name": ', Hole(1), b' "age": 7}'],  # one token must end the value and add the comma
         [b'[1, 2', Hole.up_to(3)],
         [b'[[[[[[[[', Hole(1)],  # no token closes eight brackets
         [Hole(3), b'"x": [1, 2', Hole.up_to(4)],

@@ -63,7 +63,8 @@ def _sort_key(key: tuple, n_slots: int) -> tuple:
 class Chart:
     """Earley deduction over the lexeme automaton of a list of slots (see the module docstring).
 
-    ``slots``: ``("k", bytes)``, ``("h", optional)`` or ``("g", None)`` (relaxed gap).
+    ``slots``: ``("k", bytes)``, ``("h", optional)`` or ``("g", m)`` (relaxed gap of ``m`` token
+    positions, or None).
     ``run(slots)`` returns True/False; ``scans()`` after an accepting run gives the lexeme
     edges of one accepted path.  ``weighted``: keep for every item a derivation with the fewest
     lexemes inside gaps (used to pick short witnesses from a relaxed chart).
@@ -83,6 +84,7 @@ class Chart:
         self._slot_bits: dict = {}  # slot -> bitset of its live silent states
         self._region = None  # (min slot, state count, mask) while re-scanning kept nodes
         self._starts: dict = {}
+        self._cost_memo: dict = {}  # (id of a kids list in _starts, silent state) -> path cost
         self._filters: dict = {}
         self._silent: dict = {}
         self._futures: dict = {}
@@ -336,18 +338,36 @@ class Chart:
         elif self.weighted and self._path_cost(info) < self._path_cost(old):
             out[key] = info
 
-    def _path_cost(self, info) -> int:
+    def _path_cost(self, info) -> float:
         """Weight of an edge in a weighted chart: about how many tokens its pieces inside gaps need
-        (a lexeme ended or skipped: 1; a lexeme continued to state r: the fewest tokens to reach r)."""
-        cost = 0
-        for st in self.path_steps(info):
-            if st[0] != "g":
-                continue
-            if st[3] == "through":
-                cost += self._silent_distance(st[2]).get(st[4], 8)
-            else:
-                cost += 1
-        return cost
+        (a lexeme ended or skipped: 1; a lexeme continued to state r: the fewest tokens to reach r),
+        each scaled by its gap's :meth:`_gap_scale`.  The walk to a silent state is memoised per
+        run (``kids`` lists live in ``_starts`` for the run, so their ids are stable keys)."""
+        kind = info[0]
+        if kind == "skip":
+            return self._path_cost(info[1]) + self._path_cost(info[2])
+        if kind == "own":
+            return self._step_cost(info[2])
+        _, kids, target, step = info
+        key = (id(kids), target)
+        cost = self._cost_memo.get(key)
+        if cost is None:
+            cost = sum(self._step_cost(st) for st in self.path_steps(("via", kids, target, None)))
+            self._cost_memo[key] = cost
+        return cost + self._step_cost(step)
+
+    def _step_cost(self, st) -> float:
+        if st is None or st[0] != "g":
+            return 0
+        if st[3] == "through":
+            return self._silent_distance(st[2]).get(st[4], 8) * self._gap_scale(st[1])
+        return self._gap_scale(st[1])
+
+    def _gap_scale(self, i: int) -> float:
+        """A gap ``("g", m)`` of ``m`` token positions weighs its pieces ``1/m`` each, so witnesses put
+        their lexemes where there is room for them (``("g", None)``: weight 1)."""
+        m = self.slots[i][1] if i < len(self.slots) else None
+        return 1.0 / m if m else 1.0
 
     def _silent_distance(self, q: int) -> dict:
         """Fewest tokens from lexer state ``q`` to each state reachable without emitting a label."""
@@ -528,16 +548,22 @@ class Chart:
         node.costs = None
 
     def _close_weighted(self, node: ENode, seeds: dict) -> None:
-        """Like :meth:`_close`, each item kept with its cheapest derivation (Dijkstra)."""
+        """Like :meth:`_close`, each item kept with its cheapest derivation (Dijkstra; an item is
+        pushed again only when its cost improves, ties keep the first way found)."""
         tables = self.tables
         nxt, lhs_of, nullable = tables.next_symbol, tables.lhs, tables.nullable
         items: dict = {}
         costs: dict = {}
-        heap = [(c, k, it, cause) for k, (it, (c, cause)) in enumerate(seeds.items())]
+        best: dict = {}
+        heap = []
+        for k, (it, (c, cause)) in enumerate(seeds.items()):
+            heap.append((c, k, it, cause))
+            best[it] = c
         heapq.heapify(heap)
+        push, pop = heapq.heappush, heapq.heappop
         k = len(heap)
         while heap:
-            c, _, it, cause = heapq.heappop(heap)
+            c, _, it, cause = pop(heap)
             if it in items:
                 continue
             items[it] = cause
@@ -549,19 +575,26 @@ class Chart:
                 oc = getattr(o, "costs", None)
                 for it0 in o.explicit.get(a, ()):
                     new = (it0[0] + 1, it0[1])
-                    if new not in items:
+                    cn = c + (oc[it0] if oc else 0)
+                    b = best.get(new)
+                    if b is None or cn < b:
+                        best[new] = cn
                         k += 1
-                        heapq.heappush(heap, (c + (oc[it0] if oc else 0), k, new, ("c", it0, o, it)))
+                        push(heap, (cn, k, new, ("c", it0, o, it)))
                 for dr2 in o.pred.by_next.get(a, ()):
                     new = (dr2 + 1, o)
-                    if new not in items:
+                    b = best.get(new)
+                    if b is None or c < b:
+                        best[new] = c
                         k += 1
-                        heapq.heappush(heap, (c, k, new, ("c", (dr2, o), o, it)))
+                        push(heap, (c, k, new, ("c", (dr2, o), o, it)))
             elif s in nullable:
                 new = (dr + 1, o)
-                if new not in items:
+                b = best.get(new)
+                if b is None or c < b:
+                    best[new] = c
                     k += 1
-                    heapq.heappush(heap, (c, k, new, ("n", it)))
+                    push(heap, (c, k, new, ("n", it)))
         node.causes = items
         node.costs = costs
 
@@ -573,6 +606,7 @@ class Chart:
         tables = self.tables
         nxt, lhs_of, nullable, n_t = tables.next_symbol, tables.lhs, tables.nullable, tables.n_terminals
         loop_terms = self._loop_terminals()
+        loop_cost = self._gap_scale(node.key[1])
         node.pred = _Prediction.empty()
         waiting: dict = {}  # symbol -> final items of this node waiting on it
         done_self: dict = {}  # nonterminal -> final complete items with origin = this node
@@ -580,11 +614,24 @@ class Chart:
         items: dict = {}
         costs: dict = {}
         node.explicit = waiting
-        heap = [(c, k, it, cause) for k, (it, (c, cause)) in enumerate(seeds.items())]
+        best: dict = {}
+        heap = []
+        for k, (it, (c, cause)) in enumerate(seeds.items()):
+            heap.append((c, k, it, cause))
+            best[it] = c
         heapq.heapify(heap)
-        k = len(heap)
+        pop = heapq.heappop
+        seq = [len(heap)]
+
+        def push(cost, item, cause):  # only improvements: a stale duplicate would be skipped anyway
+            b = best.get(item)
+            if b is None or cost < b:
+                best[item] = cost
+                seq[0] += 1
+                heapq.heappush(heap, (cost, seq[0], item, cause))
+
         while heap:
-            c, _, it, cause = heapq.heappop(heap)
+            c, _, it, cause = pop(heap)
             if it in items:
                 continue
             items[it] = cause
@@ -596,34 +643,27 @@ class Chart:
                 if o is node:
                     done_self.setdefault(a, []).append(it)
                     for w in waiting.get(a, ()):
-                        k += 1
-                        heapq.heappush(heap, (costs[w] + c, k, (w[0] + 1, w[1]), ("c", w, node, it)))
+                        push(costs[w] + c, (w[0] + 1, w[1]), ("c", w, node, it))
                 else:
                     oc = getattr(o, "costs", None)
                     for it0 in o.explicit.get(a, ()):
-                        k += 1
-                        heapq.heappush(heap, (c + (oc[it0] if oc else 0), k, (it0[0] + 1, it0[1]), ("c", it0, o, it)))
+                        push(c + (oc[it0] if oc else 0), (it0[0] + 1, it0[1]), ("c", it0, o, it))
                     for dr2 in o.pred.by_next.get(a, ()):
-                        k += 1
-                        heapq.heappush(heap, (c, k, (dr2 + 1, o), ("c", (dr2, o), o, it)))
+                        push(c, (dr2 + 1, o), ("c", (dr2, o), o, it))
                 continue
             waiting.setdefault(s, []).append(it)
             if s < n_t:
                 if s in loop_terms:
-                    k += 1
-                    heapq.heappush(heap, (c + 1, k, (dr + 1, o), ("l", it, s)))
+                    push(c + loop_cost, (dr + 1, o), ("l", it, s))
                 continue
             if s in nullable:
-                k += 1
-                heapq.heappush(heap, (c, k, (dr + 1, o), ("n", it)))
+                push(c, (dr + 1, o), ("n", it))
             for d in done_self.get(s, ()):
-                k += 1
-                heapq.heappush(heap, (c + costs[d], k, (dr + 1, o), ("c", it, node, d)))
+                push(c + costs[d], (dr + 1, o), ("c", it, node, d))
             if s not in predicted:
                 predicted.add(s)
                 for dr0 in tables.rules_of.get(s, ()):
-                    k += 1
-                    heapq.heappush(heap, (0, k, (dr0, node), ("p",)))
+                    push(0, (dr0, node), ("p",))
         node.allowed = frozenset(s for s in waiting if s < n_t)
         node.causes = items
         node.costs = costs
@@ -710,16 +750,19 @@ class Chart:
 
     def _reset_exploration(self, p: int, keep_from) -> bool:
         """Forget silent states whose facts read a changed slot (``p`` to ``keep_from - 1``): the
-        states of those slots, and earlier states that can reach them.  Everything is forgotten if
-        ``keep_from`` is None (the slot count changed) or the tables grew large; True then.
+        states of those slots and of slot ``p - 1``, and earlier states that can reach them.
+        Everything is forgotten if ``keep_from`` is None (the slot count changed) or the tables
+        grew large; True then.
         Forgotten records stay in the table, so kept nodes can still rebuild their paths."""
         self._starts = {}
+        self._cost_memo = {}
         self._region = None
         if keep_from is None or len(self._sstates) > 100_000:
             self._sids, self._sstates, self._emitters, self._slot_bits = {}, [], {}, {}
             return True
         changed = 0
-        for i in range(p, keep_from):
+        # slot p - 1 too: a lexeme ending with it targets the node of slot p, whose kind may have changed
+        for i in range(max(0, p - 1), keep_from):
             changed |= self._slot_bits.pop(i, 0)
         dead = changed
         states = self._sstates

@@ -21,16 +21,20 @@ considers fewer terminals (so the outputs of :func:`guided.diffusion.generate` p
 The decision is the emptiness of the grammar intersected with the regular language of all
 fillings, decided on a Bar-Hillel style product chart (:mod:`guided.diffusion.chart`: Earley
 deduction over the lexeme automaton of the partial output, stopping at the first accepting
-item).  Three cheaper steps come first and are exact in the direction they decide:
+item).  Cheaper steps come first and are exact in the direction they decide:
 
-1. *reuse*: the previous call's witness, with the newly known tokens put in, is parsed;
-   if it is a word, the answer is yes (the common case when one hole position is filled);
-2. *relaxed* chart: every run of holes taken as *any* byte string (no token count) -- a
+1. *reuse*: a remembered witness (of the last four yes answers), with the newly known
+   tokens put in, is parsed; if it is a word, the answer is yes (the common case when one
+   hole position is filled);
+2. *repair*: the remembered witness closest to the call, with only the runs of holes next to
+   the changed slots filled anew (a small relaxed chart, realized and parsed); a word means yes;
+3. *relaxed* chart: every run of holes taken as *any* byte string (no token count) -- a
    product chart with one looping node per run; if even that is empty the answer is no;
-3. *realized*: the relaxed chart's accepted path is turned into real tokens with the
-   right counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes.
+4. *realized*: the relaxed chart's accepted path is turned into real tokens with the
+   right counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes;
+5. *hybrid*: as 3-4 with runs of up to ``short_holes`` holes kept exact.
 
-Only when all three are inconclusive does the exact chart run (hole positions explicit, the
+Only when all of them are inconclusive does the exact chart run (hole positions explicit, the
 vocabulary's token classes per lexer state as edges; it can be slow for long holes, hence
 ``budget``).  Each chart is incremental: a call whose slots differ from the previous call's
 from slot ``p`` on reuses the item sets of every node before ``p``.
@@ -41,7 +45,7 @@ from __future__ import annotations
 import gc
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -123,12 +127,17 @@ class InfillingChecker:
         self.exact_chart = Chart(self.lexer, self.vocab, budget)
         self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=True)
         self.hybrid_chart = Chart(self.lexer, self.vocab, weighted=True)
+        # repairs of the last witness: a small chart, so a small budget (running out only skips the step)
+        self.repair_chart = Chart(self.lexer, self.vocab, 50_000, weighted=True)
+        self.repair_span = 8  # at most this many changed slots are repaired locally
         self.short_holes = short_holes
         self.token_search_limit = 12  # runs up to this many holes are realized by a token search
         self.realizer = Realizer(self.lexer, self.vocab)
         self.stats: Counter = Counter()
         self.seconds: Counter = Counter()
-        self._last: tuple | None = None  # (slots, filling) of the last witness
+        # (slots, filling) of the last few witnesses, newest last: a sampler tries several tokens
+        # at a position, so the witness of the canvas it keeps is often not the newest one
+        self._witnesses: deque = deque(maxlen=4)
 
     # -- public ------------------------------------------------------------------------------
     def check(self, parts: Sequence[Part]) -> bool:
@@ -168,7 +177,7 @@ class InfillingChecker:
         self.stats[r.how] += 1
         self.seconds[r.how] += r.seconds
         if r.ok:
-            self._last = (slots, r.filling)
+            self._remember(slots, r.filling)
         return r
 
     def check_slots(self, slots: tuple, *, exact: bool = True) -> CheckResult:
@@ -180,7 +189,7 @@ class InfillingChecker:
         self.stats[r.how] += 1
         self.seconds[r.how] += r.seconds
         if r.ok:
-            self._last = (r.slots, r.filling)
+            self._remember(r.slots, r.filling)
         return r
 
     # -- the steps ------------------------------------------------------------------------------
@@ -192,6 +201,9 @@ class InfillingChecker:
         reused = self._reuse(slots)
         if reused is not None:
             return CheckResult(True, "reuse", filling=reused)
+        repaired = self._repair(slots)
+        if repaired is not None:
+            return CheckResult(True, "repair", filling=repaired)
         relaxed, runs, index = self._relaxed_slots(slots)
         if not self.relaxed_chart.run(relaxed):
             return CheckResult(False, "relaxed")
@@ -205,7 +217,8 @@ class InfillingChecker:
             try:
                 ok = self.hybrid_chart.run(hybrid)
             except ChartBudgetExceeded:
-                ok = None
+                # the exact chart refines the hybrid one: it would run out of the same budget too
+                return CheckResult(None, "budget")
             if ok is False:
                 return CheckResult(False, "hybrid")
             if ok:
@@ -222,9 +235,21 @@ class InfillingChecker:
             return CheckResult(False, "exact")
         return CheckResult(True, "exact", filling=self._exact_filling(slots))
 
+    def _remember(self, slots: tuple, filling: dict) -> None:
+        w = self._witnesses
+        if w and w[-1][0] == slots:
+            w.pop()
+        w.append((slots, filling))
+
     def _reuse(self, slots: tuple) -> dict | None:
-        last = self._last
-        if last is None or len(last[0]) != len(slots):
+        for last in reversed(self._witnesses):
+            filling = self._reuse_one(slots, last)
+            if filling is not None:
+                return filling
+        return None
+
+    def _reuse_one(self, slots: tuple, last: tuple) -> dict | None:
+        if len(last[0]) != len(slots):
             return None
         old_slots, old_fill = last
         tb = self.vocab.token_bytes
@@ -246,6 +271,74 @@ class InfillingChecker:
         if parse_bytes(self.lexer, b"".join(parts)):
             return filling
         return None
+
+    def _repair(self, slots: tuple) -> dict | None:
+        """The previous witness with only the holes next to the changed slots filled anew.
+
+        Every other hole keeps its witness token (it becomes known bytes), each run of holes
+        touching a changed slot is relaxed (or kept exact if short), and the small relaxed chart
+        of that is realized and parsed: a yes is always proved.  A no here decides nothing (the
+        far holes might need other tokens), so the caller goes on.  The remembered witnesses
+        closest to ``slots`` (fewest changed slots, newest first) are tried, at most two."""
+        n = len(slots)
+        options = []
+        for age, (old_slots, old_fill) in enumerate(reversed(self._witnesses)):
+            if len(old_slots) != n:
+                continue
+            changed = [i for i in range(n) if slots[i] != old_slots[i]]
+            if changed and len(changed) <= self.repair_span:
+                options.append((len(changed), age, changed, old_slots, old_fill))
+        options.sort(key=lambda o: o[:2])
+        for _, _, changed, old_slots, old_fill in options[:2]:
+            filling = self._repair_one(slots, changed, old_slots, old_fill)
+            if filling is not None:
+                return filling
+        return None
+
+    def _repair_one(self, slots: tuple, changed: list, old_slots: tuple, old_fill: dict) -> dict | None:
+        n = len(slots)
+        tb = self.vocab.token_bytes
+        reduced: list = []
+        runs: list = []
+        index: dict = {}
+        base: dict = {}
+        i = 0
+        while i < n:
+            if slots[i][0] != "h":
+                index[len(reduced)] = i
+                reduced.append(slots[i])
+                i += 1
+                continue
+            j = i
+            while j < n and slots[j][0] == "h":
+                j += 1
+            if any(i - 1 <= c <= j for c in changed):  # a run touching a change: filled anew
+                if j - i <= self.short_holes:
+                    for k in range(i, j):
+                        index[len(reduced)] = k
+                        reduced.append(slots[k])
+                else:
+                    runs.append((len(reduced), list(range(i, j))))
+                    reduced.append(("g", j - i))
+            else:  # far from the change: the witness's tokens stay
+                for k in range(i, j):
+                    if old_slots[k][0] != "h":
+                        return None
+                    t = old_fill.get(k)
+                    base[k] = t
+                    if t is None:
+                        if not slots[k][1]:
+                            return None
+                    else:
+                        index[len(reduced)] = k
+                        reduced.append(("k", tb[t]))
+            i = j
+        try:
+            if not self.repair_chart.run(tuple(reduced)):
+                return None
+        except ChartBudgetExceeded:
+            return None
+        return self._realize(slots, runs, self.repair_chart, index, base)
 
     @staticmethod
     def _relaxed_slots(slots: tuple, keep_short: int = 0):
@@ -270,16 +363,18 @@ class InfillingChecker:
                     relaxed.append(slots[k])
             else:
                 runs.append((len(relaxed), list(range(i, j))))
-                relaxed.append(("g", None))
+                relaxed.append(("g", j - i))
             i = j
         return tuple(relaxed), runs, index
 
-    def _realize(self, slots: tuple, runs: list, chart: Chart, index: dict) -> dict | None:
-        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails."""
+    def _realize(self, slots: tuple, runs: list, chart: Chart, index: dict, base: dict | None = None) -> dict | None:
+        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails.
+        ``base``: tokens already chosen for the hole slots the chart saw as known bytes."""
         realizer = self.realizer
         pieces, choices = realizer.read(chart)
         for spaced in (False, True):
-            filling = {index[i]: t for i, t in choices.items()}
+            filling = dict(base) if base else {}
+            filling.update((index[i], t) for i, t in choices.items())
             ok = True
             for gi, members in runs:
                 required = sum(1 for i in members if not slots[i][1])

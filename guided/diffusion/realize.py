@@ -59,6 +59,9 @@ class Realizer:
         self._pad = None
         self._first: dict = {}
         self._term_labels: dict = {}
+        self._moves: dict = {}
+        self._memo: dict = {}
+        self._skip_labels = None
 
     # -- lexer searches ------------------------------------------------------------------------
     def _tree(self, q: int):
@@ -149,17 +152,11 @@ class Realizer:
 
     def longer_path(self, q: int, r: int, length: int) -> bytes | None:
         """Bytes of exactly ``length`` from ``q`` to ``r`` emitting no label (layered search)."""
-        lexer = self.lexer
         layers = [{q: None}]
         for _ in range(length):
-            cur = layers[-1]
             nxt: dict = {}
-            for s in cur:
-                for b in range(256):
-                    st = lexer.step(s, b)
-                    if st is None or st[0]:
-                        continue
-                    n = st[1]
+            for s in layers[-1]:
+                for n, b in self._silent_moves(s).items():
                     if n not in nxt:
                         nxt[n] = (s, b)
             if not nxt:
@@ -174,9 +171,31 @@ class Realizer:
             r = s
         return bytes(reversed(out))
 
+    def _silent_moves(self, s: int) -> dict:
+        """``{next state: smallest byte}`` over the bytes read from ``s`` that emit no label (cached:
+        the layered search above would otherwise step through all 256 bytes per state and layer)."""
+        hit = self._moves.get(s)
+        if hit is None:
+            hit = {}
+            step = self.lexer.step
+            for b in range(256):
+                st = step(s, b)
+                if st is not None and not st[0] and st[1] not in hit:
+                    hit[st[1]] = b
+            self._moves[s] = hit
+        return hit
+
     # -- tokens ------------------------------------------------------------------------------------
     def split(self, data: bytes, lo: int, hi: int) -> list[int] | None:
         """Token ids spelling ``data`` with a count in ``[lo, hi]`` (fewest tokens that reach ``lo``)."""
+        key = ("split", data, lo, hi)
+        hit = self._memo.get(key, False)
+        if hit is False:
+            hit = self._memo[key] = self._split(data, lo, hi)
+            self._trim_memo()
+        return None if hit is None else list(hit)
+
+    def _split(self, data: bytes, lo: int, hi: int) -> list[int] | None:
         n = len(data)
         if n == 0:
             return [] if lo == 0 else None
@@ -250,7 +269,20 @@ class Realizer:
     def tokens_for(self, start: int, terminals: tuple, end: int, lo: int, hi: int) -> list[int] | None:
         """Between ``lo`` and ``hi`` tokens that, read from lexer state ``start``, emit exactly
         ``terminals`` (each label holding its terminal, or an ignorable label skipped) and end in
-        state ``end``: a layered search over (terminals done, lexer state), fewest tokens first."""
+        state ``end``: a layered search over (terminals done, lexer state), fewest tokens first.
+        Memoised: most runs of holes keep their plan from one check to the next."""
+        key = ("tokens", start, terminals, end, lo, hi, len(self.lexer.labels))
+        hit = self._memo.get(key, False)
+        if hit is False:
+            hit = self._memo[key] = self._tokens_for(start, terminals, end, lo, hi)
+            self._trim_memo()
+        return None if hit is None else list(hit)
+
+    def _trim_memo(self) -> None:
+        if len(self._memo) > 50_000:
+            self._memo.clear()
+
+    def _tokens_for(self, start: int, terminals: tuple, end: int, lo: int, hi: int) -> list[int] | None:
         lexer = self.lexer
         labels = lexer.labels
         n = len(terminals)
@@ -259,6 +291,7 @@ class Realizer:
         # an ignored lexeme left open at the end is as good as none: what follows cuts it
         ends = {end} | (self._open_ignored() if end == lexer.q0 else set())
         layers: list[dict] = [{(0, start): None}]
+        advanced: dict = {}  # (terminals done, a class's labels) -> terminals done after it
         for k in range(1, hi + 1):
             nxt: dict = {}
             for j, q in layers[-1]:
@@ -269,9 +302,13 @@ class Realizer:
                         options.extend(by_first.get(lab, ()))
                 for lab in self._skippable():
                     options.extend(by_first.get(lab, ()))
+                classes = lexer.classes(q, self.vocab)
                 for ci in options:
-                    c = lexer.classes(q, self.vocab)[ci]
-                    for j2 in self._advance(j, c.labels, terminals, labels):
+                    c = classes[ci]
+                    after = advanced.get((j, c.labels))
+                    if after is None:
+                        after = advanced[(j, c.labels)] = self._advance(j, c.labels, terminals, labels)
+                    for j2 in after:
                         key = (j2, c.end)
                         if key not in nxt:
                             nxt[key] = ((j, q), ci)
@@ -331,7 +368,10 @@ class Realizer:
         return hit[1]
 
     def _skippable(self) -> list[int]:
-        return [lab for lab, (_, skip) in enumerate(self.lexer.labels) if skip]
+        hit = self._skip_labels
+        if hit is None or hit[0] != len(self.lexer.labels):
+            hit = self._skip_labels = (len(self.lexer.labels), [lab for lab, (_, skip) in enumerate(self.lexer.labels) if skip])
+        return hit[1]
 
     def gap_bytes(self, pieces: list, spaced: bool) -> list[bytes] | None:
         """Bytes of each piece (``spaced``: an ignored separator after every lexeme that may be extended)."""

@@ -79,3 +79,33 @@ def test_checker_reuses_its_witness(llama3_tokenizer):
     t = first.filling[len(parts[0])]
     second = checker.result([parts[0] + [t], Hole(3), Hole.up_to(6)])
     assert second.ok and second.how == "reuse"
+
+
+def test_persistent_checker_matches_brute_force_step_by_step():
+    """One checker across a decoding (reuse, repair, relaxed, realized, exact steps and their
+    remembered witnesses) gives the brute-force answer at every step, and witnesses are words."""
+    grammar = Grammar(GRAMMAR)
+    vocab = small_vocab()
+    spec, tables = grammar.compiled.spec, grammar.compiled.tables
+    rng = random.Random(1)
+    mask = 99
+    steps = set()
+    for trial in range(12):
+        n = rng.randint(3, 5)
+        canvas = [mask] * n
+        checker = InfillingChecker(grammar, vocab, budget=None)
+        for pos in rng.sample(range(n), n):
+            for cand in rng.sample(range(vocab.size - 1), 4):
+                trial_canvas = canvas[:pos] + [cand] + canvas[pos + 1 :]
+                parts = canvas_parts(trial_canvas, mask, vocab.eos_ids)
+                slots = slots_of(parts, vocab)
+                want = brute_force(spec, tables, slots, vocab)
+                r = checker.result(parts)
+                steps.add(r.how)
+                assert r.ok == want, (trial_canvas, r.how)
+                if r.ok:
+                    data = r.text(vocab)  # the witness, filled in: a word of the grammar
+                    assert brute_force(spec, tables, (("k", data),) if data else (), vocab)
+                    canvas = trial_canvas
+                    break
+    assert {"reuse", "repair"} <= steps, steps

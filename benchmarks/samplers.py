@@ -9,7 +9,9 @@ sampler -- ``Masking``, ``AWRS``, ``SMC(N=4)``, ``SMC(N=16)`` -- it reports, per
 token (for SMC: per particle-token):
 
 * ``checks/tok``: constraint evaluations; a full mask counts as ``vocab.size`` of them (the
-  ``masks/tok`` column shows how many full masks were computed);
+  ``masks/tok`` column shows how many full masks were computed); ``lookups/tok``: checks AWRS
+  answered from a mask the state already held (``cached_mask``: no constraint work). Every
+  cell starts from cold caches, so earlier cells never help later ones;
 * ``ms/tok``: wall time; ``fwd ms/tok``: time inside the model's forward passes (timed by
   hooks on the model, with a device synchronisation on CUDA, for every sampler alike);
 * ``outside fwd``: the share of wall time spent outside the forward pass;
@@ -128,9 +130,10 @@ class ForwardTimer:
 
 def run_guided(model, tokenizer, timer, task, sampler_name, max_tokens, runs, vocab):
     kind, prompt, factory = TASKS[task]
+    load_grammar.cache_clear()  # every cell starts from cold mask caches (no help from earlier cells)
     constraint = factory()
     constraint.start(vocab)  # compile outside the timed region
-    row = dict(tokens=0, checks=0, masks=0, seconds=0.0, forward=0.0, constraint=0.0, finished=0, outputs=0)
+    row = dict(tokens=0, checks=0, lookups=0, masks=0, seconds=0.0, forward=0.0, constraint=0.0, finished=0, outputs=0)
     for seed in range(runs):
         sampler = SAMPLERS[sampler_name]()
         before = timer.seconds
@@ -142,6 +145,7 @@ def run_guided(model, tokenizer, timer, task, sampler_name, max_tokens, runs, vo
         s = out.stats
         row["tokens"] += s.tokens
         row["checks"] += s.checks
+        row["lookups"] += s.lookups
         row["masks"] += s.masks
         row["constraint"] += s.constraint_seconds
         row["finished"] += sum(out.finished)
@@ -254,6 +258,7 @@ def summarise(row, vocab_size):
         "tokens": row["tokens"],
         "checks_per_token": (row["checks"] + row["masks"] * vocab_size) / tok,
         "single_checks_per_token": row["checks"] / tok,
+        "lookups_per_token": row.get("lookups", 0) / tok,
         "masks_per_token": row["masks"] / tok,
         "ms_per_token": 1e3 * row["seconds"] / tok,
         "forward_ms_per_token": 1e3 * row["forward"] / tok,
@@ -302,7 +307,7 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"model {model_name} on {args.device} ({device}); torch threads {torch.get_num_threads()}; "
           f"max {args.max_tokens} tokens, {args.runs} run(s) per cell")
-    header = (f"{'task':<20} {'sampler':<8} {'tokens':>6} {'checks/tok':>10} {'masks/tok':>9} {'ms/tok':>8} "
+    header = (f"{'task':<20} {'sampler':<8} {'tokens':>6} {'checks/tok':>10} {'lookups/tok':>11} {'masks/tok':>9} {'ms/tok':>8} "
               f"{'fwd ms/tok':>10} {'outside fwd':>11} {'constraint':>10} {'done':>6}")
     print(header)
     print("-" * len(header))
@@ -319,7 +324,7 @@ def main(argv=None) -> int:
                 row = run_guided(model, tokenizer, timer, task, name, args.max_tokens, args.runs, vocab)
             s = summarise(row, vocab.size)
             results["rows"].append({"task": task, "sampler": name, **s})
-            print(f"{task:<20} {name:<8} {s['tokens']:>6} {s['checks_per_token']:>10.1f} {s['masks_per_token']:>9.2f} "
+            print(f"{task:<20} {name:<8} {s['tokens']:>6} {s['checks_per_token']:>10.1f} {s['lookups_per_token']:>11.1f} {s['masks_per_token']:>9.2f} "
                   f"{s['ms_per_token']:>8.2f} {s['forward_ms_per_token']:>10.2f} {s['outside_forward_share']:>10.0%} "
                   f"{s['constraint_over_forward']:>10.0%} {s['finished']:>6}")
             sys.stdout.flush()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
 
@@ -76,6 +76,14 @@ class ConstraintState(abc.ABC):
     def is_live(self) -> bool:
         """True when some continuation still reaches an accepting state."""
         return True
+
+    def cache_key(self) -> Hashable | None:
+        """A hashable value equal for states that behave the same (or ``None``: no such key).
+
+        Samplers memoise transitions by it within one generation: a configuration seen
+        again costs no constraint work.
+        """
+        return None
 
     def cached_mask(self) -> np.ndarray | None:
         """``allowed_mask()`` if this state already holds it (free), else ``None``.

@@ -58,6 +58,10 @@ class ProductState(ConstraintState):
     def allowed_mask(self) -> np.ndarray:
         return reduce(np.logical_and, (p.allowed_mask() for p in self.parts))
 
+    def cache_key(self):
+        keys = tuple(p.cache_key() for p in self.parts)
+        return None if any(k is None for k in keys) else ("product", keys)
+
     def cached_mask(self) -> np.ndarray | None:
         masks = []
         for p in self.parts:

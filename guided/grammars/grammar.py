@@ -428,6 +428,10 @@ class GrammarState(ConstraintState):
                     gc.collect(0)
         return self._keep_mask(mask)
 
+    def cache_key(self):
+        # parser states are interned per grammar tables: the branches identify the configuration
+        return (self.tables, self.branches)
+
     def cached_mask(self) -> np.ndarray | None:
         """The mask when every branch's mask is cached already (no walk), else None."""
         if self._mask is not None:

@@ -137,6 +137,9 @@ class RegexState(ConstraintState):
         """Read-only boolean mask (shared with the cache; copy before writing)."""
         return self.tables.mask(self.state)
 
+    def cache_key(self):
+        return (self.tables, self.state)
+
     def cached_mask(self) -> np.ndarray | None:
         return self.tables.cached(self.state)
 

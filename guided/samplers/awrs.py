@@ -271,28 +271,48 @@ class AWRS(TokenSampler):
         return token, ctx.advance(state, token), weight
 
 
-class _RowChecks:
-    """The checks of one row's step. A mask the state already holds (``cached_mask``) answers
-    rejections by lookup, so only the accepted token costs an ``advance``; the walk and its
-    randomness are the same either way, so the token's law and the weight are unchanged."""
+_MAX_MEMO_STATES = 4096  # configurations whose transitions one generation remembers
 
-    __slots__ = ("state", "ctx", "mask")
+
+class _RowChecks:
+    """The checks of one row's step, answered by lookup where the answer is already known: from
+    a mask the state holds (``cached_mask``), or from this generation's memo of transitions of
+    equal states (``cache_key``). The walk and its randomness are the same either way, so the
+    token's law and the weight are unchanged; only constraint work is saved."""
+
+    __slots__ = ("state", "ctx", "mask", "memo")
 
     def __init__(self, state, ctx: StepContext):
         self.state = state
         self.ctx = ctx
         self.mask = state.cached_mask()
+        key = state.cache_key()
+        if key is None:
+            self.memo = None
+        else:
+            transitions = ctx.transitions
+            self.memo = transitions.get(key)
+            if self.memo is None:
+                if len(transitions) >= _MAX_MEMO_STATES:
+                    transitions.clear()
+                self.memo = transitions[key] = {}
 
     def advance(self, token: int):
         """The state after ``token``, or None; padding columns are rejected unchecked."""
         ctx = self.ctx
         if token >= ctx.vocab.size:
             return None
-        if self.mask is not None:
+        if self.mask is not None and not self.mask[token]:
             ctx.stats.lookups += 1
-            if not self.mask[token]:
-                return None
-        return ctx.advance(self.state, token)
+            return None
+        memo = self.memo
+        if memo is not None and token in memo:
+            ctx.stats.lookups += 1
+            return memo[token]
+        nxt = ctx.advance(self.state, token)
+        if memo is not None:
+            memo[token] = nxt
+        return nxt
 
     def allows(self, token: int) -> bool:
         ctx = self.ctx
@@ -301,6 +321,8 @@ class _RowChecks:
         if self.mask is not None:
             ctx.stats.lookups += 1
             return bool(self.mask[token])
+        if self.memo is not None:
+            return self.advance(token) is not None  # remembered for later steps
         return ctx.allows(self.state, token)
 
 

@@ -113,6 +113,8 @@ class StepContext:
     rng: np.random.Generator  # host-side randomness (geometric draws, resampling)
     stats: SamplerStats = field(default_factory=SamplerStats)
     truncation_fallback: bool = True  # generate: True; SMC: False (Z == 0 kills the particle)
+    # cache_key -> {token: next state or None}: transitions already computed in this generation
+    transitions: dict = field(default_factory=dict)
 
     @classmethod
     def create(

@@ -127,6 +127,15 @@ def test_a_held_mask_leaves_only_the_accepted_tokens_advance(vocab):
     assert held[2].checks == held[2].tokens and held[2].lookups > held[2].tokens
 
 
+def test_transitions_of_equal_states_are_looked_up_not_recomputed(vocab):
+    row = make_row(vocab, FLAT, 0.2)
+    unkeyed = draw_many(AWRS(), row, digits(vocab), vocab, n=300, seed=5)  # MaskHeld has no cache_key
+    keyed = draw_many(AWRS(), row, Regex(r"[0-9]+").start(vocab), vocab, n=300, seed=5)
+    assert np.array_equal(unkeyed[0], keyed[0]) and np.allclose(unkeyed[1], keyed[1])
+    # the row spreads mass over the whole vocabulary, so fresh tail tokens still need checks
+    assert keyed[2].checks < unkeyed[2].checks / 2 and keyed[2].lookups > keyed[2].checks
+
+
 def test_max_rejects_bounds_the_checks_of_a_step(vocab):
     state = digits(vocab)
     # Almost all mass on invalid tokens: the walk would need ~100 checks per step.

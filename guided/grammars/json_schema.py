@@ -61,9 +61,13 @@ Completeness (valid texts that are *not* accepted, by design):
   short escapes, and ``\\uXXXX`` only for control characters (non-ASCII raw, as
   ``json.dumps(..., ensure_ascii=False)`` writes it); property names and enum strings
   only in ``json.dumps`` spelling; unconstrained strings accept every JSON spelling;
-* integers are ``-?(0|[1-9][0-9]*)`` with an optional ``.0+`` (no exponent); bounded
-  numbers are plain decimals, plus exponent forms of magnitudes below 1 when the range
-  holds them all;
+* ``"type": "integer"`` (and integer ``enum``/``const`` values under it) is written in
+  integer syntax only, ``-?(0|[1-9][0-9]*)``: ``1.0`` and ``1e0`` are rejected although
+  JSON Schema counts them as integers.  Deliberate: accepting ``1.0`` means accepting
+  ``1.000...`` with any number of zeros, a loop a small model falls into.  ``number``
+  keeps every spelling (an integral ``multipleOf`` on a number still takes ``2.0``);
+  bounded numbers are plain decimals, plus exponent forms of magnitudes below 1 when the
+  range holds them all;
 * format subsets: no leap seconds, no IP-literal hosts or quoted email local parts,
   host names of at most 4 labels of at most 62 characters and no ``xn--`` labels;
 * a pattern whose exact intersection with ``maxLength`` is too large has each unbounded

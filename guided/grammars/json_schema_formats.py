@@ -313,7 +313,7 @@ def _frac_suffix(lo, lo_strict, hi, hi_strict, budget) -> Node:
 
 def _nonempty(n: Node) -> Node:
     """Drop the empty word from a language built by :class:`_Frac`."""
-    from guided.grammars.json_schema_regex import Alt, Rep, with_length
+    from guided.grammars.json_schema_regex import with_length
 
     return with_length(n, 1, None)
 
@@ -400,12 +400,13 @@ def number_with_exponent(lo: Decimal | None, lo_strict: bool, hi: Decimal | None
 MAX_DIVISOR_STATES = 400
 
 
-def multiple_language(a: int, k: int, integer_only: bool = False) -> Node | None:
+def multiple_language(a: int, k: int, integer_only: bool = False, plain: bool = False) -> Node | None:
     """Plain-decimal JSON numbers whose value is a multiple of ``a / 10**k``.
 
     Divisibility is regular: a DFA reads the digits keeping the residue modulo ``a``
     (fraction digits scale the value by 10 each, up to ``k`` of them; trailing zeros are
     free).  The DFA is written back as a regex; None if it would be too large.
+    ``integer_only``: integral values only (``2`` or ``2.0``); ``plain``: integer syntax only (``2``).
     """
     from guided.grammars.json_schema_regex import DFA, RegexUnsupported, _Partition
 
@@ -486,7 +487,9 @@ def multiple_language(a: int, k: int, integer_only: bool = False) -> Node | None
         node = DFA(part, new_rows, new_acc).to_node()
     except RegexUnsupported:
         return None
-    if integer_only:
+    if plain:
+        node = _intersect_plain(node, r"^-?(?:0|[1-9][0-9]*)$")
+    elif integer_only:
         node = _intersect_plain(node, r"^-?(?:0|[1-9][0-9]*)(?:\.0+)?$")
     return node
 

@@ -39,7 +39,6 @@ from guided.grammars.json_schema_formats import (
 from guided.grammars.json_schema_ir import (
     SchemaContext,
     Shape,
-    Sub,
     UnsatisfiableSchemaError,
     UnsupportedSchemaError,
     json_equal,
@@ -172,7 +171,7 @@ class _Builder:
                     continue
                 if not sh.plain and not self.ctx.value_valid(v, subs):
                     continue
-                out.append(self.literal(v))
+                out.append(self.literal(v, plain_integers=sh.has("integer") and not sh.has("number")))
             return out
         out = []
         if sh.has("null") and not any(x is None for x in sh.not_in):
@@ -205,7 +204,7 @@ class _Builder:
         return out
 
     # -- literals ----------------------------------------------------------------------
-    def literal(self, v) -> list[str]:
+    def literal(self, v, plain_integers: bool = False) -> list[str]:
         t = json_type(v)
         if v is None:
             return ['"null"']
@@ -214,7 +213,7 @@ class _Builder:
         if v is False:
             return ['"false"']
         if t in ("integer", "number"):
-            return [self.terminal(rx.plain_regex(_number_literal(v)))]
+            return [self.terminal(rx.plain_regex(_number_literal(v, plain_integers)))]
         if t == "string":
             return [self.terminal(_literal_regex(v))]
         if t == "array":
@@ -248,6 +247,10 @@ class _Builder:
     # -- numbers -----------------------------------------------------------------------
     def number_node(self, sh: Shape) -> rx.Node | None:
         integer_only = sh.has("integer") and not sh.has("number")
+        # an "integer" type is written in integer syntax only (2, never 2.0 or 2.000...):
+        # a trailing-zero run is a trap a small model can loop in.  A "number" whose
+        # multipleOf is integral keeps the zero fraction (numbers take any spelling).
+        plain = integer_only
         ptr = sh.multiple_of[0][1] if sh.multiple_of else sh.pointer
         step: Fraction | None = None
         for m, _ in sh.multiple_of:
@@ -280,11 +283,11 @@ class _Builder:
                 if ilo is not None and ihi is not None and ilo > ihi:
                     continue
                 if a is None or a == 1:
-                    node = rx.seq(integer_range(ilo, ihi), _ZERO_FRACTION)
+                    node = integer_range(ilo, ihi) if plain else rx.seq(integer_range(ilo, ihi), _ZERO_FRACTION)
                     if (ilo is None or ilo <= 0) and (ihi is None or ihi >= 0):
-                        node = rx.alt(node, NEGATIVE_ZERO)
+                        node = rx.alt(node, rx.lit("-0") if plain else NEGATIVE_ZERO)
                 else:
-                    node = self.multiples(ilo, ihi, Fraction(a), 0, True, ptr)
+                    node = self.multiples(ilo, ihi, Fraction(a), 0, True, ptr, plain=plain)
             elif a is None:
                 node = None
                 if not sh.not_in:
@@ -300,8 +303,10 @@ class _Builder:
             parts.append(node)
         return rx.alt(*parts) if parts else None
 
-    def multiples(self, lo, hi, step: Fraction, k: int, integer_only: bool, ptr: str, lo_s=False, hi_s=False) -> rx.Node:
-        """Numbers in [lo, hi] that are multiples of ``step`` (= a / 10**k)."""
+    def multiples(self, lo, hi, step: Fraction, k: int, integer_only: bool, ptr: str, lo_s=False, hi_s=False,
+                  plain: bool = False) -> rx.Node:
+        """Numbers in [lo, hi] that are multiples of ``step`` (= a / 10**k); ``plain``:
+        integer syntax only (no ``.0`` fraction)."""
         if lo is not None and hi is not None:
             first = math.ceil(Fraction(lo) / step)
             last = math.floor(Fraction(hi) / step)
@@ -311,16 +316,16 @@ class _Builder:
                     v = i * step
                     if (lo_s and v == Fraction(lo)) or (hi_s and v == Fraction(hi)):
                         continue
-                    opts.append(_number_literal(v))
+                    opts.append(_number_literal(v, plain))
                 return rx.alt(*opts)
         a = int(step * 10**k)
-        div = multiple_language(a, k, integer_only)
+        div = multiple_language(a, k, integer_only, plain)
         if div is None or len(rx.plain_regex(div)) > MAX_DIVISIBILITY_REGEX:
             raise UnsupportedSchemaError("multipleOf", ptr, f"multiples of {step} are not expressible as a small regex")
         if lo is None and hi is None:
             return div
         if integer_only:
-            rng = rx.seq(integer_range(lo, hi), _ZERO_FRACTION)
+            rng = integer_range(lo, hi) if plain else rx.seq(integer_range(lo, hi), _ZERO_FRACTION)
         else:
             rng = decimal_range(lo, lo_s, hi, hi_s, k)
         try:
@@ -537,10 +542,6 @@ class _Builder:
         value schema is fixed); ``marks`` are further patterns that only split regions:
         ``witness`` is True where a region's keys match none of them.
         """
-        ctx = self.ctx
-        base_lang = rx.not_words_language(named) if named else rx.ANY_STRING
-        if names_lang is not None:
-            base_lang = rx.intersect(base_lang, names_lang)
         patterns = [(pat, sub, ptr, i) for i, op in enumerate(sh.obj_parts) for pat, sub, ptr in op.patterns]
         if len(patterns) + len(marks) > 4:
             raise UnsupportedSchemaError("patternProperties", patterns[0][2] if patterns else sh.pointer,
@@ -562,10 +563,19 @@ class _Builder:
                     subs.append(op.additional)
             if any(s.schema is False for s in subs):
                 continue
-            lang = base_lang
+            # the region from the (small) pattern languages first; named keys are then
+            # excluded only where they fall in it (the usual case: none or all of them)
+            lang = rx.ANY_STRING
             try:
                 for j, lj in enumerate(langs):
                     lang = rx.intersect(lang, lj) if mask >> j & 1 else rx.difference(lang, lj)
+                if rx.is_empty_language(lang):
+                    continue
+                inside = [k for k in named if lang == rx.ANY_STRING or rx.matches(lang, k)]
+                if inside:
+                    lang = rx.intersect(lang, rx.not_words_language(inside))
+                if names_lang is not None:
+                    lang = rx.intersect(lang, names_lang)
             except rx.RegexUnsupported as exc:
                 raise UnsupportedSchemaError("patternProperties", sh.pointer, str(exc)) from None
             if rx.is_empty_language(lang):
@@ -708,8 +718,9 @@ def _split_intervals(interval, not_in) -> list:
     return intervals
 
 
-def _number_literal(v) -> rx.Node:
-    """The JSON text of number ``v``, with equal spellings (``2``, ``2.0``, ``2.50``) accepted."""
+def _number_literal(v, plain: bool = False) -> rx.Node:
+    """The JSON text of number ``v``, with equal spellings (``2``, ``2.0``, ``2.50``) accepted;
+    ``plain``: an integral ``v`` only as an integer (``2``)."""
     if isinstance(v, float) and not v.is_integer():
         text = json.dumps(v)
         if "e" in text or "E" in text:
@@ -717,6 +728,8 @@ def _number_literal(v) -> rx.Node:
         return rx.seq(rx.lit(text), rx.rep(rx.lit("0"), 0, None))
     f = Fraction(v) if not isinstance(v, Fraction) else v
     if f.denominator == 1:
+        if plain:
+            return rx.lit(str(f.numerator))
         return rx.seq(rx.lit(str(f.numerator)), rx.opt(rx.seq(rx.lit("."), rx.rep(rx.lit("0"), 1, None))))
     d = Decimal(f.numerator) / Decimal(f.denominator)
     text = format(d.normalize(), "f")

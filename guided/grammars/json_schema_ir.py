@@ -308,11 +308,6 @@ class SchemaContext:
             self.synthetic[key] = value
         return Sub(value, resolver, pointer)
 
-    def unsupported(self, keyword: str, pointer: str, reason: str = "") -> None:
-        """Raise in strict mode; in relaxed mode the caller drops the keyword."""
-        if self.strict:
-            raise UnsupportedSchemaError(keyword, pointer, reason)
-
     # -- DNF -------------------------------------------------------------------------
     def product(self, factors: list, keyword: str, pointer: str) -> list:
         """Conjunction of disjunctions, distributed; contradictory partial branches are dropped."""
@@ -327,7 +322,7 @@ class SchemaContext:
                     if key in seen:
                         continue
                     seen.add(key)
-                    if len(factors) > 1 and self.merge(branch) is None:
+                    if len(factors) > 1 and self.merge(branch, check=False) is None:
                         continue  # already empty: no extension can be satisfied
                     nxt.append(branch)
             out = nxt
@@ -429,7 +424,7 @@ class SchemaContext:
         children = [self.child(sub, c, "oneOf", i) for i, c in enumerate(items)]
         alts = [self.expand(c, stack) for c in children]
         # disjointness matters only where the parent's own keywords hold (e.g. its "type")
-        shapes = [[self.merge((sub,) + b) for b in a] for a in alts]
+        shapes = [[self.merge((sub,) + b, check=False) for b in a] for a in alts]
         overlapping = False
         for i in range(len(alts)):
             for j in range(i + 1, len(alts)):
@@ -611,11 +606,16 @@ class SchemaContext:
         return lo, lo_s, hi, hi_s
 
     # -- merging ---------------------------------------------------------------------
-    def merge(self, branch: tuple) -> Shape | None:
-        """Fold the local keywords of a branch into a Shape (None if contradictory)."""
+    def merge(self, branch: tuple, check: bool = True) -> Shape | None:
+        """Fold the local keywords of a branch into a Shape (None if contradictory).
+
+        ``check``: raise for refused keywords that matter; off when pruning partial
+        branches, which later parts may still restrict.
+        """
         key = tuple(id(s.schema) for s in branch)
         if key in self._shape_cache:
-            return self._checked(self._shape_cache[key])
+            sh = self._shape_cache[key]
+            return self._checked(sh) if check else sh
         sh = Shape()
         if branch:
             sh.pointer = branch[0].pointer
@@ -635,7 +635,7 @@ class SchemaContext:
             if not result.types:
                 result = None
         self._shape_cache[key] = result
-        return self._checked(result)
+        return self._checked(result) if check else result
 
     def _checked(self, sh: Shape | None) -> Shape | None:
         """Raise for refused keywords that still matter (their JSON type is allowed)."""

@@ -249,10 +249,6 @@ ANY_CHAR = Chars(ALL)
 ANY_STRING = Rep(ANY_CHAR, 0, None)
 
 
-def chars(cs: CharSet) -> Node:
-    return Chars(cs) if cs else NOTHING
-
-
 def lit(text: str) -> Node:
     return seq(*(Chars(CharSet.of(c)) for c in text))
 
@@ -374,56 +370,6 @@ def node_size(n: Node) -> int:
     if isinstance(n, Rep):
         return 1 + node_size(n.node)
     return 1
-
-
-def finite_words(n: Node, limit: int = 2000) -> list[str] | None:
-    """All words of a finite language (None if infinite or larger than ``limit``)."""
-    if max_len(n) == INF:
-        return None
-    out: set[str] | None
-
-    def words(x: Node) -> set[str] | None:
-        if isinstance(x, Chars):
-            if x.cs.size() > limit:
-                return None
-            return {chr(c) for lo, hi in x.cs.ranges for c in range(lo, hi + 1)}
-        if isinstance(x, Seq):
-            acc = {""}
-            for p in x.parts:
-                w = words(p)
-                if w is None or len(acc) * len(w) > limit:
-                    return None
-                acc = {a + b for a in acc for b in w}
-            return acc
-        if isinstance(x, Alt):
-            acc = set()
-            for o in x.options:
-                w = words(o)
-                if w is None:
-                    return None
-                acc |= w
-                if len(acc) > limit:
-                    return None
-            return acc
-        if isinstance(x, Rep):
-            w = words(x.node)
-            if w is None:
-                return None
-            acc, cur = set(), {""}
-            for k in range(x.hi + 1):
-                if k >= x.lo:
-                    acc |= cur
-                if len(acc) > limit:
-                    return None
-                if k < x.hi:
-                    cur = {a + b for a in cur for b in w}
-                    if len(cur) > limit:
-                        return None
-            return acc
-        raise TypeError(x)
-
-    out = words(n)
-    return sorted(out) if out is not None else None
 
 
 # ----------------------------------------------------------------------------------
@@ -808,6 +754,14 @@ def with_length(n: Node, lo: int, hi: int | None) -> Node:
         return NOTHING
     if mn >= lo and (hi is None or mx <= hi):
         return n
+    if _has_ambiguous_split(n):
+        # ".*x.*" of length 12 written out by cases is an alternation whose subset
+        # construction blows up (a branch per position of x); the product automaton
+        # is small, and its regex determinises without that blow-up
+        try:
+            return intersect(n, Rep(ANY_CHAR, lo, hi))
+        except RegexUnsupported:
+            pass
     try:
         return _len(n, lo, hi, [MAX_LENGTH_EXPANSION])
     except RegexUnsupported:
@@ -819,6 +773,19 @@ def with_length(n: Node, lo: int, hi: int | None) -> Node:
     if top is None:
         raise RegexUnsupported("length limits on this pattern expand into too large a regex")
     return _len(_cap(n, top), lo, None, [MAX_LENGTH_EXPANSION])
+
+
+def _has_ambiguous_split(n: Node) -> bool:
+    """Whether some sequence has two parts of variable length (so a length splits ambiguously)."""
+    if isinstance(n, Seq):
+        if sum(1 for p in n.parts if _fixed(p) is None) >= 2:
+            return True
+        return any(_has_ambiguous_split(p) for p in n.parts)
+    if isinstance(n, Alt):
+        return any(_has_ambiguous_split(o) for o in n.options)
+    if isinstance(n, Rep):
+        return _has_ambiguous_split(n.node)
+    return False
 
 
 def _cap(n: Node, c: int) -> Node:
@@ -1171,10 +1138,6 @@ def json_string_regex(n: Node) -> str:
     return '"' + _emit(n, _json_char, 1) + '"'
 
 
-def json_string_body_regex(n: Node) -> str:
-    return _emit(n, _json_char, 1)
-
-
 # ----------------------------------------------------------------------------------
 # Finite sets of strings: their complement without building a DFA
 # ----------------------------------------------------------------------------------
@@ -1233,7 +1196,8 @@ def not_words_language(words) -> Node:
 # DFAs over a partition of the code points, for intersection / difference / emptiness
 # ----------------------------------------------------------------------------------
 
-MAX_DFA_STATES = 2000
+MAX_DFA_STATES = 5000
+MAX_ELIMINATION_EDGES = 200_000
 
 
 class _Partition:
@@ -1447,55 +1411,56 @@ class DFA:
         return DFA(self.part, trans, accept)
 
     def to_node(self) -> Node:
-        """Regex for the language, by state elimination (small DFAs only)."""
+        """Regex for the language, by state elimination (fewest in x out edges first)."""
         d = self.minimize()
         alive = d.live()
         if not alive[0]:
             return NOTHING
         states = [s for s in range(len(d.trans)) if alive[s]]
-        # edges[i][j] = Node ; use virtual start S and final F
-        S, F = "S", "F"
-        edges: dict = {}
+        S, F = "S", "F"  # virtual start and final states
+        succ: dict = {S: {}, F: {}}
+        pred: dict = {S: {}, F: {}}
+        for q in states:
+            succ[q], pred[q] = {}, {}
 
         def add(i, j, node):
-            key = (i, j)
-            edges[key] = alt(edges[key], node) if key in edges else node
+            old = succ[i].get(j)
+            node = node if old is None else alt(old, node)
+            succ[i][j] = node
+            pred[j][i] = node
 
         add(S, 0, EMPTY)
-        for s in states:
+        for q in states:
             groups: dict[int, list[int]] = {}
-            for a, t in enumerate(d.trans[s]):
+            for a_, t in enumerate(d.trans[q]):
                 if alive[t]:
-                    groups.setdefault(t, []).append(a)
+                    groups.setdefault(t, []).append(a_)
             for t, atoms in groups.items():
-                add(s, t, Chars(d.part.charset(atoms)))
-            if d.accept[s]:
-                add(s, F, EMPTY)
-        # eliminate states with few connections first
-        remaining = list(states)
-        budget = [MAX_LENGTH_EXPANSION]
+                add(q, t, Chars(d.part.charset(atoms)))
+            if d.accept[q]:
+                add(q, F, EMPTY)
+        remaining = set(states)
+        budget = MAX_ELIMINATION_EDGES
         while remaining:
-            def degree(q):
-                ins = sum(1 for (i, j) in edges if j == q and i != q)
-                outs = sum(1 for (i, j) in edges if i == q and j != q)
-                return ins * outs
-
-            q = min(remaining, key=degree)
-            remaining.remove(q)
-            loop = edges.pop((q, q), None)
-            ins = [(i, e) for (i, j), e in list(edges.items()) if j == q]
-            outs = [(j, e) for (i, j), e in list(edges.items()) if i == q]
-            for i, _ in ins:
-                del edges[(i, q)]
-            for j, _ in outs:
-                del edges[(q, j)]
+            q = min(remaining, key=lambda x: (len(pred[x]) - (x in pred[x])) * (len(succ[x]) - (x in succ[x])))
+            remaining.discard(q)
+            loop = succ[q].pop(q, None)
+            pred[q].pop(q, None)
             mid = rep(loop, 0, None) if loop is not None else EMPTY
+            ins = list(pred[q].items())
+            outs = list(succ[q].items())
+            for i, _ in ins:
+                del succ[i][q]
+            for j, _ in outs:
+                del pred[j][q]
+            budget -= len(ins) * len(outs)
+            if budget < 0:
+                raise RegexUnsupported("regular-language operation gives too large a regex")
             for i, ei in ins:
                 for j, ej in outs:
-                    node = seq(ei, mid, ej)
-                    _spend(budget, node_size(node) // 8 + 1)
-                    add(i, j, node)
-        return edges.get((S, F), NOTHING)
+                    add(i, j, seq(ei, mid, ej))
+            del succ[q], pred[q]
+        return succ[S].get(F, NOTHING)
 
 
 def _dfas(*nodes: Node) -> list[DFA]:

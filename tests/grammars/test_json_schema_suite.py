@@ -5,7 +5,8 @@ schema raises :class:`UnsupportedSchemaError` -- and then it is one of the cases
 in ``EXPECTED_UNSUPPORTED`` with the reason.  The required suite runs with the
 specification's defaults (``format`` is an annotation); ``optional/format`` runs with
 format assertion, where soundness is exact (no invalid instance accepted) and the valid
-instances a format's regular subset leaves out are listed in ``FORMAT_GAPS``.
+instances a format's regular subset leaves out are listed in ``FORMAT_GAPS``.  Valid
+instances rejected by a deliberate choice (``1.0`` as an integer) are in ``KNOWN_DEVIATIONS``.
 
 Instances are serialised with object keys in schema order (the order the grammar
 writes; JSON objects are unordered, so this does not change the instance).
@@ -68,6 +69,13 @@ FORMAT_GAPS = {
     "uri": "IP-literal hosts",
 }
 
+# valid instances rejected by a deliberate, documented choice: (file stem, test description) -> why.
+# "integer" compiles to integer syntax only, -?(0|[1-9][0-9]*): accepting 1.0 would also let a
+# model write 1.000... without end (see the module docstring of guided.grammars.json_schema).
+KNOWN_DEVIATIONS = {
+    ("type", "a float with zero fractional part is an integer"): "integers are written without a fraction",
+}
+
 
 def _cases():
     files = sorted(SUITE.glob("*.json")) + sorted((SUITE / "optional" / "format").glob("*.json"))
@@ -94,6 +102,9 @@ def test_suite_case(stem, case, vocab):
         text = json.dumps(_ordered(test["data"], case["schema"]), ensure_ascii=False)
         after = state.advance_bytes(text.encode("utf-8"))
         accepted = after is not None and after.is_accepting()
+        if (stem, test["description"]) in KNOWN_DEVIATIONS:
+            assert test["valid"] and not accepted, "a listed deviation no longer holds: update KNOWN_DEVIATIONS"
+            continue
         if accepted and not test["valid"]:
             pytest.fail(f"invalid instance accepted ({test['description']}): {text}")
         if not accepted and test["valid"]:

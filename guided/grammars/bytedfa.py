@@ -477,6 +477,26 @@ def _clip(segs: list, lo: int, hi: int, base: int) -> tuple:
     return tuple(out)
 
 
+def _blocks(segs, lo: int, hi: int, base: int, block: int) -> dict[int, list]:
+    """Sorted segments within ``[lo, hi]``, cut into blocks of ``block`` code points from
+    ``base``: ``{block index: segments relative to the block's start}`` (one pass)."""
+    out: dict[int, list] = {}
+    for a, b, t in segs:
+        if b < lo:
+            continue
+        if a > hi:
+            break
+        a, b = max(a, lo), min(b, hi)
+        c = (a - base) // block
+        while a <= b:
+            start = base + c * block
+            end = min(b, start + block - 1)
+            out.setdefault(c, []).append((a - start, end - start, t))
+            a = end + 1
+            c += 1
+    return out
+
+
 # (bytes of continuation, lead byte range, first code point of the first lead, valid cp range)
 _UTF8_LEADS = (
     (1, 0xC2, 0xDF, 0x80, 0x7FF),
@@ -518,26 +538,20 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
         row = rows[s]
         for lo, hi, t in _clip(segs, 0, 0x7F, 0):
             row[lo : hi + 1] = t
+        if not segs or segs[-1][1] < 0x80:
+            continue  # ASCII only: no multi-byte characters
         for r, lead_lo, lead_hi, cp_lo, cp_hi in _UTF8_LEADS:
             block = 64**r
-            first_base = (cp_lo // block) * block
-            for lead in range(lead_lo, lead_hi + 1):
-                base = first_base + (lead - lead_lo) * block
-                sub = _clip(segs, max(base, cp_lo), min(base + block - 1, cp_hi), base)
-                if sub:
-                    row[lead] = intermediate(r, sub)
+            for c, sub in _blocks(segs, cp_lo, cp_hi, (cp_lo // block) * block, block).items():
+                row[lead_lo + c] = intermediate(r, tuple(sub))
     while pending:
         if len(pending) % 256 == 0:
             budget.check()
         k, r, segs = pending.pop()
         row = rows[k]
         block = 64 ** (r - 1)
-        seg_list = list(segs)
-        for c in range(64):
-            sub = _clip(seg_list, c * block, c * block + block - 1, c * block)
-            if not sub:
-                continue
-            row[0x80 + c] = sub[0][2] if r == 1 else intermediate(r - 1, sub)
+        for c, sub in _blocks(segs, 0, 64 * block - 1, 0, block).items():
+            row[0x80 + c] = sub[0][2] if r == 1 else intermediate(r - 1, tuple(sub))
     return np.stack(rows), np.asarray(accepting, dtype=bool)
 
 

@@ -97,26 +97,26 @@ def generate(
             return_details=return_details, add_special_tokens=add_special_tokens, num_draft_tokens=num_draft_tokens,
         )
     sampler = AWRS() if sampler is None else sampler
-    single = isinstance(prompt, str)
-    prompts = [prompt] if single else list(prompt)
-    vocab = Vocabulary.from_tokenizer(tokenizer)
+    single, vocab, prompt_ids, pad_id, start = _prepare(tokenizer, prompt, constraint, add_special_tokens)
     sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-    prompt_ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
-    pad_id = _pad_id(tokenizer, vocab)
-    start = constraint.start(vocab)
     t0 = time.perf_counter()
     with torch.inference_mode():
         lm = start_batch(model, prompt_ids, pad_id)
         ctx = StepContext.create(vocab, sampling, seed=seed, device=lm.device)
         if isinstance(sampler, SMC):
-            results = sampler.run(lm, [start] * len(prompts), ctx, max_new_tokens, pad_id)
-            out = _from_smc(results, ctx)
+            results = sampler.run(lm, [start] * len(prompt_ids), ctx, max_new_tokens, pad_id)
+            out = output_from_smc(results, ctx)
         else:
-            ids, log_w, finished = decode(lm, [start] * len(prompts), sampler, ctx, max_new_tokens, pad_id)
+            ids, log_w, finished = decode(lm, [start] * len(prompt_ids), sampler, ctx, max_new_tokens, pad_id)
             texts = [vocab.decode(row).decode("utf-8", errors="replace") for row in ids]
             out = GenerationOutput(texts, ids, log_w, finished, ctx.stats)
     ctx.stats.forward_seconds = getattr(lm, "forward_seconds", 0.0)
     ctx.stats.total_seconds = time.perf_counter() - t0
+    return shape_result(out, single, return_weights, return_details)
+
+
+def shape_result(out: GenerationOutput, single: bool, return_weights: bool, return_details: bool):
+    """What ``generate`` returns: the details, ``(text(s), log weight(s))`` or the text(s)."""
     if return_details:
         return out
     if return_weights:
@@ -199,18 +199,22 @@ def smc(
     """
     constraint = resolve_constraint(constraint, grammar)
     sampler = SMC(n_particles, proposal=proposal, ess_threshold=ess_threshold, resampling=resampling, critic=critic)
-    single = isinstance(prompt, str)
-    prompts = [prompt] if single else list(prompt)
-    vocab = Vocabulary.from_tokenizer(tokenizer)
+    single, vocab, prompt_ids, pad_id, start = _prepare(tokenizer, prompt, constraint, add_special_tokens)
     sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-    prompt_ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
-    pad_id = _pad_id(tokenizer, vocab)
-    start = constraint.start(vocab)
     with torch.inference_mode():
         lm = start_batch(model, prompt_ids, pad_id)
         ctx = StepContext.create(vocab, sampling, seed=seed, device=lm.device, truncation_fallback=False)
-        results = sampler.run(lm, [start] * len(prompts), ctx, max_new_tokens, pad_id)
+        results = sampler.run(lm, [start] * len(prompt_ids), ctx, max_new_tokens, pad_id)
     return results[0] if single else results
+
+
+def _prepare(tokenizer, prompt, constraint: Constraint, add_special_tokens: bool):
+    """``(single, vocab, prompt ids, pad id, start state)`` for one prompt or a list of them."""
+    single = isinstance(prompt, str)
+    prompts = [prompt] if single else list(prompt)
+    vocab = Vocabulary.from_tokenizer(tokenizer)
+    prompt_ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    return single, vocab, prompt_ids, _pad_id(tokenizer, vocab), constraint.start(vocab)
 
 
 def resolve_constraint(constraint: Constraint | None, grammar: Constraint | str | None) -> Constraint:
@@ -227,14 +231,16 @@ def resolve_constraint(constraint: Constraint | None, grammar: Constraint | str 
     return chosen
 
 
-def _from_smc(results: list[SMCResult], ctx: StepContext) -> GenerationOutput:
+def output_from_smc(results: list[SMCResult], ctx: StepContext, cls: type = GenerationOutput, **extra):
+    """One particle per prompt, drawn by weight, with ``log Z_hat`` as its weight."""
     chosen = [r.sample(ctx.rng) for r in results]
-    return GenerationOutput(
+    return cls(
         texts=[p.text for p in chosen],
         token_ids=[p.token_ids for p in chosen],
         log_weights=np.asarray([r.log_z for r in results]),
         finished=[p.finished for p in chosen],
         stats=ctx.stats,
+        **extra,
     )
 
 

@@ -32,9 +32,7 @@ What is preserved (see :mod:`guided.speculative.verify` for the argument):
 
 from __future__ import annotations
 
-import importlib
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -42,6 +40,7 @@ import numpy as np
 import torch
 
 from guided.constraint import Constraint
+from guided.generation import GenerationOutput, output_from_smc, shape_result
 from guided.samplers.awrs import AWRS
 from guided.samplers.base import Sampling, StepContext, TokenSampler
 from guided.samplers.smc import SMC, Particle, SMCResult, multinomial_resample, systematic_resample
@@ -62,9 +61,6 @@ _DRAFTER_NAMES = {
     "recycling": TokenRecyclingDrafter,
     "token_recycling": TokenRecyclingDrafter,
 }
-
-
-from guided.generation import GenerationOutput  # noqa: E402
 
 
 @dataclass
@@ -149,26 +145,12 @@ def generate_speculative(
             add_special_tokens=add_special_tokens, jump_forward=False, first_draw=first_draw, _return_stats=True,
         )
         results, ctx, dstats = results
-        chosen = [r.sample(ctx.rng) for r in results]
-        out = SpeculativeOutput(
-            texts=[p.text for p in chosen],
-            token_ids=[p.token_ids for p in chosen],
-            log_weights=np.asarray([r.log_z for r in results]),
-            finished=[p.finished for p in chosen],
-            stats=ctx.stats,
-            draft_stats=dstats,
-        )
+        out = output_from_smc(results, ctx, SpeculativeOutput, draft_stats=dstats)
     else:
         out = _generate(model, tokenizer, prompts, constraint, drafter, sampler, max_new_tokens,
                         Sampling(temperature=temperature, top_k=top_k, top_p=top_p), seed,
                         return_weights or return_details, add_special_tokens, first_draw)
-    if return_details:
-        return out
-    if return_weights:
-        if single:
-            return out.texts[0], float(out.log_weights[0])
-        return out.texts, out.log_weights
-    return out.texts[0] if single else out.texts
+    return shape_result(out, single, return_weights, return_details)
 
 
 def _prompt_ids(tokenizer, prompts, add_special_tokens) -> list[list[int]]:

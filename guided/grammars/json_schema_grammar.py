@@ -363,6 +363,18 @@ class _Builder:
         def value(i: int) -> str:
             return values[i] if i < len(values) else rest
 
+        def chain(count: int, tail: str | None) -> list[list[str]]:
+            """Elements ``0 .. count-1`` as a chain of rules (the first ``m`` required), then ``tail``."""
+            nxt = tail
+            for i in range(count - 1, -1, -1):
+                name = f"{base}e{i}"
+                body = ([] if i == 0 else [_COMMA]) + [value(i)]
+                if nxt is not None:
+                    body.append(nxt)
+                self.rules[name] = [body]
+                nxt = name if i < m else _opt(name)
+            return alts + [[_LSQB, f"{base}e0", _RSQB]]
+
         if M is None:
             T = max(len(values), m)
             more = None
@@ -373,26 +385,10 @@ class _Builder:
                 raise UnsupportedSchemaError("minItems", sh.pointer, "array length bounds too large")
             if T == 0:
                 return alts + [[_LSQB, rest] + ([_opt(more)] if more else []) + [_RSQB]]
-            nxt = _opt(more) if more else None
-            for i in range(T - 1, -1, -1):
-                name = f"{base}e{i}"
-                body = ([] if i == 0 else [_COMMA]) + [value(i)]
-                if nxt is not None:
-                    body.append(nxt)
-                self.rules[name] = [body]
-                nxt = name if i < m else _opt(name)
-            return alts + [[_LSQB, f"{base}e0", _RSQB]]
+            return chain(T, _opt(more) if more else None)
         if M > MAX_CHAIN:
             raise UnsupportedSchemaError("maxItems", sh.pointer, "array length bounds too large")
-        nxt = None
-        for i in range(M - 1, -1, -1):
-            name = f"{base}e{i}"
-            body = ([] if i == 0 else [_COMMA]) + [value(i)]
-            if nxt is not None:
-                body.append(nxt)
-            self.rules[name] = [body]
-            nxt = name if i < m else _opt(name)
-        return alts + [[_LSQB, f"{base}e0", _RSQB]]
+        return chain(M, None)
 
     # -- objects -----------------------------------------------------------------------
     def object_alts(self, sh: Shape, base: str) -> list[list[str]]:

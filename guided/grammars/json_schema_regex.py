@@ -1198,6 +1198,9 @@ def not_words_language(words) -> Node:
 
 MAX_DFA_STATES = 5000
 MAX_ELIMINATION_EDGES = 200_000
+# nodes of a state-elimination regex written out as a tree (what the emitted pattern spells):
+# edges share sub-nodes, so the tree can grow exponentially while the edge count stays small
+MAX_ELIMINATION_TREE = 100_000
 
 
 class _Partition:
@@ -1423,11 +1426,17 @@ class DFA:
         for q in states:
             succ[q], pred[q] = {}, {}
 
-        def add(i, j, node):
+        sizes: dict = {}  # (i, j) -> tree size of the edge's regex (an upper bound)
+
+        def add(i, j, node, size=1):
             old = succ[i].get(j)
-            node = node if old is None else alt(old, node)
+            if old is not None:
+                node, size = alt(old, node), sizes[i, j] + size + 1
+            if size > MAX_ELIMINATION_TREE:
+                raise RegexUnsupported("regular-language operation gives too large a regex")
             succ[i][j] = node
             pred[j][i] = node
+            sizes[i, j] = size
 
         add(S, 0, EMPTY)
         for q in states:
@@ -1447,6 +1456,7 @@ class DFA:
             loop = succ[q].pop(q, None)
             pred[q].pop(q, None)
             mid = rep(loop, 0, None) if loop is not None else EMPTY
+            mid_size = sizes[q, q] + 1 if loop is not None else 1
             ins = list(pred[q].items())
             outs = list(succ[q].items())
             for i, _ in ins:
@@ -1458,7 +1468,7 @@ class DFA:
                 raise RegexUnsupported("regular-language operation gives too large a regex")
             for i, ei in ins:
                 for j, ej in outs:
-                    add(i, j, seq(ei, mid, ej))
+                    add(i, j, seq(ei, mid, ej), sizes[i, q] + mid_size + sizes[q, j] + 1)
             del succ[q], pred[q]
         return succ[S].get(F, NOTHING)
 

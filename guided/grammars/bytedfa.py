@@ -533,6 +533,7 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
             pending.append((k, r, segs))
         return k
 
+    leads: dict = {}  # non-ASCII segments -> their lead bytes (states often share them)
     for s in range(n_char):
         segs = char_trans[s]
         row = rows[s]
@@ -540,10 +541,17 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
             row[lo : hi + 1] = t
         if not segs or segs[-1][1] < 0x80:
             continue  # ASCII only: no multi-byte characters
-        for r, lead_lo, lead_hi, cp_lo, cp_hi in _UTF8_LEADS:
-            block = 64**r
-            for c, sub in _blocks(segs, cp_lo, cp_hi, (cp_lo // block) * block, block).items():
-                row[lead_lo + c] = intermediate(r, tuple(sub))
+        wide = _clip(segs, 0x80, MAX_UNICODE, 0)
+        hit = leads.get(wide)
+        if hit is None:
+            hit = []
+            for r, lead_lo, lead_hi, cp_lo, cp_hi in _UTF8_LEADS:
+                block = 64**r
+                for c, sub in _blocks(wide, cp_lo, cp_hi, (cp_lo // block) * block, block).items():
+                    hit.append((lead_lo + c, intermediate(r, tuple(sub))))
+            leads[wide] = hit
+        for byte, k in hit:
+            row[byte] = k
     while pending:
         if len(pending) % 256 == 0:
             budget.check()
@@ -654,6 +662,26 @@ class ByteDFA:
         or :class:`EmptyLanguageError`.
         """
         return _compile_cached(pattern, int(flags), max_states)
+
+    @classmethod
+    def from_code_points(cls, rows: list, accepting: list, pattern: str = "", *, minimise: bool = False,
+                         max_states: int = 200_000) -> "ByteDFA":
+        """The byte DFA of a DFA over code points (start state 0).
+
+        ``rows[s]``: sorted, disjoint ``(lo, hi, target)`` code-point segments of state ``s``
+        (surrogates are skipped).  Every state must reach an accepting one (the caller builds
+        only live states), so the result needs no pruning; it is minimal only if the input
+        is and ``minimise`` is off, or always with ``minimise=True`` (slower: one refinement
+        round per state of the longest chain).
+        """
+        budget = _Budget(pattern)
+        trans, acc = _to_bytes(rows, accepting, max_states, pattern, budget)
+        if minimise:
+            result = _prune_and_minimise(trans, acc, 0, budget)
+            if result is None:
+                raise EmptyLanguageError("the automaton accepts no string", pattern)
+            trans, acc = result
+        return cls(trans, acc, 0, pattern)
 
     @classmethod
     def literal(cls, data: bytes) -> "ByteDFA":

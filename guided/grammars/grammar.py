@@ -32,12 +32,13 @@ import gc
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from guided.constraint import Constraint, ConstraintState, FinishedState, pack_mask
 from guided.grammars.earley import Column, ParserTables
-from guided.grammars.lark_loader import GrammarError, load_lark
+from guided.grammars.lark_loader import GrammarError, GrammarSpec, load_lark
 from guided.grammars.lexer import LexerAutomaton, TokenTrie, WalkResult, compiled_walks, trie_walk, walk_group, walk_tokens
 
 __all__ = ["Grammar", "GrammarState", "GrammarError", "IndenterSpec", "PYTHON_INDENTER"]
@@ -81,9 +82,31 @@ class Grammar(Constraint):
 
     def __init__(self, text: str, start: str = "start", *, postlex=None, import_paths=None, source: str = "<grammar>"):
         super().__init__()
-        self.text = text
+        self._text = text
         self.start_rule = start
-        self.compiled = _CompiledGrammar(text, start, postlex, import_paths, source)
+        self.compiled = _CompiledGrammar(load_lark(text, start, import_paths, source), postlex)
+
+    @classmethod
+    def from_spec(cls, spec: GrammarSpec, *, text: "str | Callable[[], str]" = "", postlex=None) -> "Grammar":
+        """A grammar given as BNF rules and compiled terminals (what :func:`load_lark` returns),
+        skipping Lark: for generators such as the JSON Schema compiler.  ``text`` (or a
+        function writing it on first use) is only shown.
+
+            >>> Grammar.from_spec(load_lark('start: "a"+'))
+        """
+        self = cls.__new__(cls)
+        Constraint.__init__(self)
+        self._text = text
+        self.start_rule = spec.start
+        self.compiled = _CompiledGrammar(spec, postlex)
+        return self
+
+    @property
+    def text(self) -> str:
+        """The Lark text of the grammar."""
+        if callable(self._text):
+            self._text = self._text()
+        return self._text
 
     @classmethod
     def from_file(cls, path, start: str = "start", **kwargs) -> "Grammar":
@@ -106,8 +129,8 @@ class Grammar(Constraint):
 class _CompiledGrammar:
     """Vocabulary-independent part: parser tables, lexer automaton, indenter."""
 
-    def __init__(self, text, start, postlex, import_paths, source):
-        spec = load_lark(text, start, import_paths, source)
+    def __init__(self, spec: GrammarSpec, postlex):
+        start = spec.start
         self.spec = spec
         self.indenter = IndenterSpec.of(postlex) if postlex is not None else None
         names = [t.name for t in spec.terminals] + list(spec.declared)

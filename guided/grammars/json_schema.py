@@ -83,7 +83,9 @@ import json
 from typing import Any
 
 from guided.constraint import Constraint
-from guided.grammars.json_schema_grammar import build_grammar
+from guided.grammars.grammar import Grammar
+from guided.grammars.json_schema_dfa import engine_spec
+from guided.grammars.json_schema_grammar import SchemaGrammar, build_grammar
 from guided.grammars.json_schema_ir import (
     InvalidSchemaError,
     SchemaContext,
@@ -137,10 +139,10 @@ def schema_to_lark(
     assert_formats: bool = True,
 ) -> str:
     """The Lark grammar (start rule ``start``) for ``schema`` (a dict, bool, JSON text or pydantic model)."""
-    return _compile(schema, strict, whitespace, validate, assert_formats)[0]
+    return _compile(schema, strict, whitespace, validate, assert_formats).text
 
 
-def _compile(schema, strict, whitespace, validate, assert_formats) -> tuple[str, dict]:
+def _compile(schema, strict, whitespace, validate, assert_formats) -> SchemaGrammar:
     if whitespace not in ("flexible", "compact"):
         raise ValueError("whitespace must be 'flexible' or 'compact'")
     schema = _load(schema)
@@ -150,17 +152,6 @@ def _compile(schema, strict, whitespace, validate, assert_formats) -> tuple[str,
     return build_grammar(ctx, compact=whitespace == "compact")
 
 
-def _build_engine_grammar(text: str, origins: dict):
-    """The grammar engine's constraint; a terminal it cannot compile is blamed on its keyword."""
-    from guided.grammars.grammar import Grammar, GrammarError
-
-    try:
-        return Grammar(text, start="start", source="<json schema>")
-    except GrammarError as exc:
-        origin = origins.get(getattr(exc, "name", None) or "")
-        if origin is not None:
-            raise UnsupportedSchemaError(origin[0], origin[1], f"its regex cannot be compiled: {exc}") from None
-        raise
 
 
 class JSONSchema(Constraint):
@@ -186,8 +177,14 @@ class JSONSchema(Constraint):
         self.schema = _load(schema)
         self.strict = strict
         self.whitespace = whitespace
-        self.grammar_text, origins = _compile(self.schema, strict, whitespace, validate, assert_formats)
-        self._grammar = _build_engine_grammar(self.grammar_text, origins)
+        self._compiled = _compile(self.schema, strict, whitespace, validate, assert_formats)
+        # the engine's rules and automata straight from the compiler (no Lark text round trip)
+        self._grammar = Grammar.from_spec(engine_spec(self._compiled), text=lambda: self._compiled.text)
+
+    @property
+    def grammar_text(self) -> str:
+        """The Lark grammar this schema compiles to (``Grammar(c.grammar_text)`` is the same constraint)."""
+        return self._compiled.text
 
     @classmethod
     def from_pydantic(cls, model, **kwargs) -> "JSONSchema":

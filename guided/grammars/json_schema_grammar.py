@@ -23,6 +23,7 @@ import json
 import math
 import re
 from collections import deque
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
@@ -45,7 +46,7 @@ from guided.grammars.json_schema_ir import (
     json_type,
 )
 
-__all__ = ["build_grammar", "MAX_RULES"]
+__all__ = ["build_grammar", "SchemaGrammar", "MAX_RULES", "WHITESPACE"]
 
 MAX_RULES = 50_000
 MAX_CHAIN = 3_000
@@ -77,16 +78,6 @@ def _lark_regex(text: str) -> str:
     return "".join(out)
 
 
-def _literal_regex(value: str) -> str:
-    """Regex for exactly ``json.dumps(value, ensure_ascii=False)`` (a property name or enum string).
-
-    A regex rather than a Lark string literal: literals beat regexes on equal lexemes,
-    which would drop a parse when another branch lexes the same key through an
-    additional-properties regex.  Only the canonical spelling is accepted.
-    """
-    return re.escape(json.dumps(value, ensure_ascii=False))
-
-
 def _opt(sym: str) -> str:
     return sym + "?"
 
@@ -95,7 +86,7 @@ class _Builder:
     def __init__(self, ctx: SchemaContext):
         self.ctx = ctx
         self.rules: dict[str, list[list[str]]] = {}
-        self.terminals: dict[str, str] = {}  # regex -> name
+        self.terminals: dict[tuple, str] = {}  # source (see terminal) -> name
         self.origins: dict[str, tuple[str, str]] = {}  # terminal name -> (keyword, JSON pointer)
         self.memo: dict = {}
         self.queue: deque = deque()
@@ -109,15 +100,37 @@ class _Builder:
             raise UnsupportedSchemaError("$ref", "#", f"the grammar would need more than {MAX_RULES} rules")
         return f"{hint}{self.n}"
 
-    def terminal(self, regex: str, origin: tuple[str, str] | None = None) -> str:
-        """Terminal name for ``regex``; ``origin`` is the (keyword, pointer) it comes from."""
-        name = self.terminals.get(regex)
+    def terminal(self, source: tuple, origin: tuple[str, str] | None = None) -> str:
+        """Terminal name for ``source``; ``origin`` is the (keyword, pointer) it comes from.
+
+        ``source`` is ``("json", node)`` (a JSON string whose value is a word of ``node``),
+        ``("plain", node)`` (the words as written: numbers) or ``("bytes", literal)``; its
+        regex text (:func:`terminal_regex`) is only written when the Lark text is asked for.
+        """
+        name = self.terminals.get(source)
         if name is None:
             name = f"J{len(self.terminals)}"
-            self.terminals[regex] = name
+            self.terminals[source] = name
         if origin is not None:
             self.origins.setdefault(name, origin)
         return name
+
+    def string_terminal(self, lang: rx.Node, origin: tuple[str, str] | None = None) -> str:
+        """A JSON string whose decoded value is a word of ``lang``."""
+        return self.terminal(("json", lang), origin)
+
+    def plain_terminal(self, node: rx.Node, origin: tuple[str, str] | None = None) -> str:
+        """The words of ``node`` as written (numbers)."""
+        return self.terminal(("plain", node), origin)
+
+    def literal_terminal(self, value: str) -> str:
+        """Exactly ``json.dumps(value, ensure_ascii=False)`` (a property name or enum string).
+
+        A regex terminal rather than a Lark string literal: literals beat regexes on equal
+        lexemes, which would drop a parse when another branch lexes the same key through an
+        additional-properties regex.  Only the canonical spelling is accepted.
+        """
+        return self.terminal(("bytes", json.dumps(value, ensure_ascii=False).encode("utf-8")))
 
     # -- rules for schema positions ------------------------------------------------------
     def rule_for(self, subs: tuple) -> str | None:
@@ -184,7 +197,7 @@ class _Builder:
             node = self.number_node(sh)
             if node is not None and not rx.is_empty_language(node):
                 kw = "multipleOf" if sh.multiple_of else "minimum" if sh.lo is not None else "maximum"
-                out.append([self.terminal(rx.plain_regex(node), (kw, sh.pointer))])
+                out.append([self.plain_terminal(node, (kw, sh.pointer))])
         if sh.has("string"):
             lang = self.ctx.string_language(sh)
             if not rx.is_empty_language(lang):
@@ -192,7 +205,7 @@ class _Builder:
                     origin = (sh.langs[-1][2].rsplit("/", 1)[-1], sh.langs[-1][2])
                 else:
                     origin = ("maxLength" if sh.max_len is not None else "minLength", sh.pointer)
-                out.append([self.terminal(rx.json_string_regex(lang), origin)])
+                out.append([self.string_terminal(lang, origin)])
         if sh.has("array"):
             if any(isinstance(x, list) for x in sh.not_in):
                 raise UnsupportedSchemaError("not", sh.pointer, "excluding array values is not supported")
@@ -213,9 +226,9 @@ class _Builder:
         if v is False:
             return ['"false"']
         if t in ("integer", "number"):
-            return [self.terminal(rx.plain_regex(_number_literal(v, plain_integers)))]
+            return [self.plain_terminal(_number_literal(v, plain_integers))]
         if t == "string":
-            return [self.terminal(_literal_regex(v))]
+            return [self.literal_terminal(v)]
         if t == "array":
             out = [_LSQB]
             for i, x in enumerate(v):
@@ -227,14 +240,14 @@ class _Builder:
         for i, (k, x) in enumerate(v.items()):
             if i:
                 out.append(_COMMA)
-            out += [self.terminal(_literal_regex(k)), _COLON] + self.literal(x)
+            out += [self.literal_terminal(k), _COLON] + self.literal(x)
         return out + [_RBRACE]
 
     def any_value_rule(self) -> str:
         if self.any_value is None:
             self.any_value = "json_value"
-            string = self.terminal(rx.json_string_regex(rx.ANY_STRING))
-            number = self.terminal(rx.plain_regex(any_number()))
+            string = self.string_terminal(rx.ANY_STRING)
+            number = self.plain_terminal(any_number())
             self.rules["json_value"] = [
                 ["json_object"], ["json_array"], [string], [number], ['"true"'], ['"false"'], ['"null"']
             ]
@@ -426,7 +439,7 @@ class _Builder:
                 if k in required:
                     return []
                 continue
-            keys.append((self.terminal(_literal_regex(k)), v, k in required, witness(k)))
+            keys.append((self.literal_terminal(k), v, k in required, witness(k)))
         extras = []  # (rule, witness)
         regions = self.extra_regions(sh, order, names_lang, out_langs)
         for tag, want in (("w", True), ("n", False)):
@@ -580,22 +593,57 @@ class _Builder:
             if v is None:
                 continue
             origin = ("patternProperties" if patterns else "additionalProperties", sh.pointer)
-            out.append((self.terminal(rx.json_string_regex(lang), origin), v, not (mask >> n_real)))
+            out.append((self.string_terminal(lang, origin), v, not (mask >> n_real)))
         return out
 
     # -- output ------------------------------------------------------------------------
-    def text(self, start: str, compact: bool) -> str:
+    def output(self, start: str, compact: bool) -> "SchemaGrammar":
         rules = _prune(self.rules, start, set(self.terminals.values()))
-        lines = [f"start: {start}"]
-        for name, alts in rules.items():
-            lines.append(f"{name}: " + " | ".join(" ".join(a) for a in alts))
         used = {s.rstrip("?") for alts in rules.values() for a in alts for s in a} | {start}
-        for regex, name in self.terminals.items():
-            if name in used:
-                lines.append(f"{name}: /{_lark_regex(regex)}/")
-        if not compact:
-            lines.append(f"%ignore /{WHITESPACE}/")
-        return "\n".join(lines) + "\n"
+        terminals = {name: source for source, name in self.terminals.items() if name in used}
+        return SchemaGrammar(start, rules, terminals, compact, dict(self.origins))
+
+
+def terminal_regex(source: tuple) -> str:
+    """Python regex text of a terminal ``source`` (see :meth:`_Builder.terminal`)."""
+    kind, value = source
+    if kind == "json":
+        return rx.json_string_regex(value)
+    if kind == "plain":
+        return rx.plain_regex(value)
+    return re.escape(value.decode("utf-8"))
+
+
+@dataclass
+class SchemaGrammar:
+    """A compiled schema as plain data for the grammar engine, and as Lark text (``text``).
+
+    ``rules``: rule name -> alternatives (symbols: rule names, ``name?`` for an optional
+    rule, terminal names, quoted punctuation such as ``'"{"'``); ``terminals``: name ->
+    source (see :meth:`_Builder.terminal`); whitespace between tokens unless ``compact``;
+    ``origins``: terminal name -> (keyword, JSON pointer).
+    """
+
+    root: str  # the rule of the whole value (the text's ``start: root``)
+    rules: dict
+    terminals: dict
+    compact: bool
+    origins: dict
+    _text: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The Lark grammar (written on first use: regex text of large languages is long)."""
+        if self._text is None:
+            lines = [f"start: {self.root}"]
+            for name, alts in self.rules.items():
+                lines.append(f"{name}: " + " | ".join(" ".join(a) for a in alts))
+            for name, source in self.terminals.items():
+                lines.append(f"{name}: /{_lark_regex(terminal_regex(source))}/")
+            if not self.compact:
+                lines.append(f"%ignore /{WHITESPACE}/")
+            self._text = "\n".join(lines) + "\n"
+        return self._text
 
 
 def _prune(rules: dict, start: str, terminals: set) -> dict:
@@ -732,12 +780,12 @@ def _number_literal(v, plain: bool = False) -> rx.Node:
     return rx.seq(rx.lit(text), rx.rep(rx.lit("0"), 0, None))
 
 
-def build_grammar(ctx: SchemaContext, *, compact: bool = False) -> tuple[str, dict]:
-    """Lark grammar text (rule ``start``) whose sentences are the JSON texts ``ctx`` accepts,
-    and the (keyword, JSON pointer) each schema-specific terminal comes from."""
+def build_grammar(ctx: SchemaContext, *, compact: bool = False) -> SchemaGrammar:
+    """The grammar (rule ``start``) whose sentences are the JSON texts ``ctx`` accepts,
+    with the (keyword, JSON pointer) each schema-specific terminal comes from."""
     b = _Builder(ctx)
     root = b.rule_for((ctx.root,))
     if root is None:
         raise UnsatisfiableSchemaError("no JSON value satisfies this schema (it is false)")
     b.run()
-    return b.text(root, compact), dict(b.origins)
+    return b.output(root, compact)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 
 MAX_CP = 0x10FFFF
@@ -999,11 +1000,7 @@ def _emit(n: Node, char: "callable", prec: int) -> str:
         text = "|".join(_emit(o, char, 0) for o in n.options)
         return "(?:" + text + ")" if prec >= 1 else text
     if isinstance(n, Rep):
-        if n.node == ANY_CHAR and n.hi is not None and char is _json_char:
-            # counted characters: short escapes and control escapes only (fewer DFA states)
-            text = COUNTED_CHAR + _quantifier(n.lo, n.hi)
-        else:
-            text = _emit(n.node, char, 2) + _quantifier(n.lo, n.hi)
+        text = _emit(n.node, char, 2) + _quantifier(n.lo, n.hi)
         return "(?:" + text + ")" if prec >= 2 else text
     if isinstance(n, Anchor):
         raise RegexUnsupported("anchor left in a language")
@@ -1103,16 +1100,17 @@ def _u_escapes(cs: CharSet) -> str | None:
 
 @functools.lru_cache(maxsize=8192)
 def _json_char(cs: CharSet) -> tuple[str, str]:
-    """Regex over the encodings of one character of ``cs``: ``(text, kind)``.
+    """Regex over the spellings of one character of ``cs`` in a *constrained* string: ``(text, kind)``.
 
-    Printable ASCII is accepted only raw (``"``, ``\\`` and ``/`` also via their short
-    escapes); control characters via short or ``\\u`` escapes; other characters raw or
-    as ``\\u`` escapes (BMP only), i.e. what ``json.dumps`` writes with either
-    ``ensure_ascii`` setting.  ``kind`` says how the text binds: "atom" (quantifiable),
-    "seq" (a concatenation) or "alt" (an alternation).
+    Printable ASCII and non-ASCII characters raw (``"`` and ``\\`` only by their short
+    escapes, ``/`` both ways), control characters by short or ``\\u00XX`` escapes: what
+    ``json.dumps(..., ensure_ascii=False)`` writes.  The spelling depends on the character
+    only, so a language's encoding depends on the language, not on how it is written
+    (:mod:`guided.grammars.json_schema_dfa` builds it from the DFA).  ``kind`` says how the
+    text binds: "atom" (quantifiable), "seq" (a concatenation) or "alt" (an alternation).
     """
     if cs == ALL:
-        return GENERAL_CHAR, "atom"
+        return COUNTED_CHAR, "atom"
     raw = cs - _RAW_FORBIDDEN
     esc = [v for k, v in sorted(_SHORT_ESCAPES.items()) if k in cs]
     esc_opts = []
@@ -1134,7 +1132,14 @@ def _json_char(cs: CharSet) -> tuple[str, str]:
 
 
 def json_string_regex(n: Node) -> str:
-    """Regex over JSON string literals (quotes included) whose decoded value is a word of ``n``."""
+    """Regex over JSON string literals (quotes included) whose decoded value is a word of ``n``.
+
+    The unconstrained string takes every spelling (``\\uXXXX`` escapes, surrogate pairs);
+    a constrained one only those of :func:`_json_char`, which keeps complements sound (an
+    unnamed key cannot spell a named one with escapes) and the automata small.
+    """
+    if n == ANY_STRING:
+        return '"' + GENERAL_CHAR + '*"'
     return '"' + _emit(n, _json_char, 1) + '"'
 
 
@@ -1160,7 +1165,10 @@ def words_language(words) -> Node:
             opts.append(seq(Chars(CharSet.of(ch)), build(sub)))
         return alt(*opts) if opts else NOTHING
 
-    return build(trie)
+    node = build(trie)
+    if node not in _KNOWN:
+        _remember(node, _trie_dfa(words, complement=False))
+    return node
 
 
 def not_words_language(words) -> Node:
@@ -1189,7 +1197,36 @@ def not_words_language(words) -> Node:
         return alt(*nonfinal) if nonfinal else NOTHING, alt(*diverge) if diverge else NOTHING
 
     nf, dv = build(trie)
-    return alt(nf, seq(dv, ANY_STRING))
+    node = alt(nf, seq(dv, ANY_STRING))
+    if node not in _KNOWN:
+        _remember(node, _trie_dfa(words, complement=True))
+    return node
+
+
+def _trie_dfa(words, complement: bool) -> "DFA":
+    """Minimal DFA of the finite language ``words`` (or of its complement), from its trie."""
+    chars = sorted({ord(c) for w in words for c in w})
+    part = _Partition([CharSet.of(c) for c in chars])
+    atom = {c: part.atoms_of(CharSet.of(c)) for c in chars}
+    atom = {c: next(iter(a)) for c, a in atom.items()}
+    k = len(part.atoms)
+    children: list[dict] = [{}]
+    ends = [False]
+    for w in words:
+        q = 0
+        for ch in w:
+            a = atom[ord(ch)]
+            nxt = children[q].get(a)
+            if nxt is None:
+                nxt = children[q][a] = len(children)
+                children.append({})
+                ends.append(False)
+            q = nxt
+        ends[q] = True
+    off = len(children)  # read something no word starts with
+    trans = [[kids.get(a, off) for a in range(k)] for kids in children] + [[off] * k]
+    accept = [e != complement for e in ends] + [complement]
+    return DFA(part, trans, accept).minimize()
 
 
 # ----------------------------------------------------------------------------------
@@ -1310,6 +1347,18 @@ class DFA:
 
     def __init__(self, part: _Partition, trans: list[list[int]], accept: list[bool]):
         self.part, self.trans, self.accept = part, trans, accept
+        self.minimal = False
+
+    def on(self, part: _Partition) -> "DFA":
+        """The same DFA over a finer partition (every atom of ``part`` inside one of ours)."""
+        if part is self.part:
+            return self
+        import bisect
+
+        old = [bisect.bisect_right(self.part.starts, a.ranges[0][0]) - 1 for a in part.atoms]
+        out = DFA(part, [[row[o] for o in old] for row in self.trans], self.accept)
+        out.minimal = self.minimal
+        return out
 
     @staticmethod
     def from_node(n: Node, part: _Partition) -> "DFA":
@@ -1317,8 +1366,10 @@ class DFA:
         s, t = nfa.state(), nfa.state()
         nfa.build(n, s, t)
         start = nfa.closure([s])
+        dead = frozenset()
         index = {start: 0}
         order = [start]
+        closures: dict[frozenset, frozenset] = {dead: dead}
         trans: list[list[int]] = []
         accept: list[bool] = []
         k = len(part.atoms)
@@ -1327,20 +1378,30 @@ class DFA:
             cur = order[i]
             i += 1
             accept.append(t in cur)
-            row = []
             moves: dict[int, set[int]] = {}
             for st in cur:
                 for atoms, dst in nfa.edges[st]:
                     for a in atoms:
                         moves.setdefault(a, set()).add(dst)
-            for a in range(k):
-                nxt = nfa.closure(moves.get(a, ()))
-                if nxt not in index:
-                    index[nxt] = len(order)
+            row = [-1] * k
+            for a, dsts in moves.items():
+                key = frozenset(dsts)
+                nxt = closures.get(key)
+                if nxt is None:
+                    nxt = closures[key] = nfa.closure(key)
+                q = index.get(nxt)
+                if q is None:
+                    q = index[nxt] = len(order)
                     order.append(nxt)
                     if len(order) > MAX_DFA_STATES:
                         raise RegexUnsupported("regular-language operation needs too many states")
-                row.append(index[nxt])
+                row[a] = q
+            if len(moves) < k:  # atoms nothing moves on go to the dead state
+                q = index.get(dead)
+                if q is None:
+                    q = index[dead] = len(order)
+                    order.append(dead)
+                row = [q if x < 0 else x for x in row]
             trans.append(row)
         return DFA(part, trans, accept)
 
@@ -1388,30 +1449,37 @@ class DFA:
         return not self.live()[0]
 
     def minimize(self) -> "DFA":
-        """Moore refinement restricted to live states (dead state dropped later)."""
-        n = len(self.trans)
-        cls = [1 if a else 0 for a in self.accept]
+        """Moore refinement (vectorised; the dead state is kept, dropped by its users)."""
+        if getattr(self, "minimal", False):
+            return self
+        import numpy as np
+
+        trans = np.asarray(self.trans, dtype=np.int64).reshape(len(self.trans), -1)
+        cls = np.asarray(self.accept, dtype=np.int64)
+        n_cls = len(np.unique(cls))
         while True:
-            sig = {}
-            new = []
-            for s in range(n):
-                key = (cls[s], tuple(cls[t] for t in self.trans[s]))
-                new.append(sig.setdefault(key, len(sig)))
-            if len(sig) == len(set(cls)):
-                break
+            sig = np.ascontiguousarray(np.concatenate([cls[:, None], cls[trans]], axis=1))
+            rows = sig.view(np.dtype((np.void, sig.dtype.itemsize * sig.shape[1]))).reshape(-1)
+            _, new = np.unique(rows, return_inverse=True)
+            new = new.reshape(-1)
+            n_new = int(new.max()) + 1
             cls = new
-        # renumber so the start state is 0
-        order = {cls[0]: 0}
-        for s in range(n):
-            order.setdefault(cls[s], len(order))
-        m = len(order)
-        trans = [[0] * len(self.part.atoms) for _ in range(m)]
-        accept = [False] * m
-        for s in range(n):
-            c = order[cls[s]]
-            accept[c] = self.accept[s]
-            trans[c] = [order[cls[t]] for t in self.trans[s]]
-        return DFA(self.part, trans, accept)
+            if n_new == n_cls:
+                break
+            n_cls = n_new
+        # renumber so the start state is 0, then classes in first-seen order
+        order = {int(cls[0]): 0}
+        for c in cls.tolist():
+            order.setdefault(c, len(order))
+        remap = np.empty(n_cls, dtype=np.int64)
+        for c, o in order.items():
+            remap[c] = o
+        new_id = remap[cls]
+        reps = np.empty(n_cls, dtype=np.int64)
+        reps[new_id[::-1]] = np.arange(len(cls))[::-1]  # first state of each class
+        out = DFA(self.part, new_id[trans[reps]].tolist(), [bool(self.accept[r]) for r in reps.tolist()])
+        out.minimal = True
+        return out
 
     def to_node(self) -> Node:
         """Regex for the language, by state elimination (fewest in x out edges first)."""
@@ -1470,15 +1538,43 @@ class DFA:
                 for j, ej in outs:
                     add(i, j, seq(ei, mid, ej), sizes[i, q] + mid_size + sizes[q, j] + 1)
             del succ[q], pred[q]
-        return succ[S].get(F, NOTHING)
+        node = succ[S].get(F, NOTHING)
+        _remember(node, d)
+        return node
+
+
+# The minimal DFA of recently made languages: a language built by a DFA operation (or from
+# a word list) keeps the DFA it came from, so the next operation on it, and the terminal
+# automaton built from it (guided.grammars.json_schema_dfa), need no subset construction.
+_KNOWN: OrderedDict = OrderedDict()
+_KNOWN_MAX = 4096
+
+
+def _remember(n: Node, d: DFA) -> None:
+    _KNOWN[n] = d
+    _KNOWN.move_to_end(n)
+    if len(_KNOWN) > _KNOWN_MAX:
+        _KNOWN.popitem(last=False)
+
+
+def dfa_of(n: Node) -> DFA:
+    """The minimal DFA of ``n`` over its own partition (remembered)."""
+    d = _KNOWN.get(n)
+    if d is None:
+        sets: list[CharSet] = []
+        _charsets(n, sets)
+        d = DFA.from_node(n, _Partition(sets)).minimize()
+        _remember(n, d)
+    return d
 
 
 def _dfas(*nodes: Node) -> list[DFA]:
-    sets: list[CharSet] = []
-    for n in nodes:
-        _charsets(n, sets)
-    part = _Partition(sets)
-    return [DFA.from_node(n, part) for n in nodes]
+    """The DFAs of ``nodes`` over one common partition."""
+    dfas = [dfa_of(n) for n in nodes]
+    if len(dfas) > 1 and any(d.part is not dfas[0].part for d in dfas):
+        part = _Partition([a for d in dfas for a in d.part.atoms])
+        dfas = [d.on(part) for d in dfas]
+    return dfas
 
 
 def intersect(a: Node, b: Node) -> Node:
@@ -1502,13 +1598,12 @@ def complement(a: Node) -> Node:
 def is_empty(a: Node) -> bool:
     if min_len(a) is None:
         return True
-    (da,) = _dfas(a)
-    return da.is_empty()
+    return dfa_of(a).is_empty()
 
 
 def matches(n: Node, s: str) -> bool:
     """Membership test (for enum filtering and tests)."""
-    (d,) = _dfas(n)
+    d = dfa_of(n)
     state = 0
     for ch in s:
         atoms = d.part.atoms_of(CharSet.of(ch))

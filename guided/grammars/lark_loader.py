@@ -39,7 +39,7 @@ class GrammarError(ConstraintError):
 @dataclass(frozen=True)
 class TerminalSpec:
     name: str
-    regex: str  # Python regex, flags folded in
+    regex: str  # Python regex, flags folded in ("" where the automaton was built from a language)
     priority: int
     is_literal: bool  # a string literal (beats regexes at equal priority)
     dfa: ByteDFA = field(compare=False, repr=False)

@@ -664,26 +664,6 @@ class ByteDFA:
         return _compile_cached(pattern, int(flags), max_states)
 
     @classmethod
-    def from_code_points(cls, rows: list, accepting: list, pattern: str = "", *, minimise: bool = False,
-                         max_states: int = 200_000) -> "ByteDFA":
-        """The byte DFA of a DFA over code points (start state 0).
-
-        ``rows[s]``: sorted, disjoint ``(lo, hi, target)`` code-point segments of state ``s``
-        (surrogates are skipped).  Every state must reach an accepting one (the caller builds
-        only live states), so the result needs no pruning; it is minimal only if the input
-        is and ``minimise`` is off, or always with ``minimise=True`` (slower: one refinement
-        round per state of the longest chain).
-        """
-        budget = _Budget(pattern)
-        trans, acc = _to_bytes(rows, accepting, max_states, pattern, budget)
-        if minimise:
-            result = _prune_and_minimise(trans, acc, 0, budget)
-            if result is None:
-                raise EmptyLanguageError("the automaton accepts no string", pattern)
-            trans, acc = result
-        return cls(trans, acc, 0, pattern)
-
-    @classmethod
     def literal(cls, data: bytes) -> "ByteDFA":
         """The DFA matching exactly ``data``."""
         n = len(data) + 1
@@ -724,6 +704,10 @@ class ByteDFA:
 
     def is_accepting(self, state: int) -> bool:
         return state >= 0 and self.accepting_list[state]
+
+    def row(self, state: int) -> np.ndarray:
+        """The 256 successors of ``state`` (``-1``: dead), as the lexer reads terminals."""
+        return self.trans[state]
 
     @cached_property
     def matches_empty(self) -> bool:

@@ -177,14 +177,14 @@ class JSONSchema(Constraint):
         self.schema = _load(schema)
         self.strict = strict
         self.whitespace = whitespace
-        self._compiled = _compile(self.schema, strict, whitespace, validate, assert_formats)
+        self._schema_grammar = _compile(self.schema, strict, whitespace, validate, assert_formats)
         # the engine's rules and automata straight from the compiler (no Lark text round trip)
-        self._grammar = Grammar.from_spec(engine_spec(self._compiled), text=lambda: self._compiled.text)
+        self._grammar = Grammar.from_spec(engine_spec(self._schema_grammar), text=lambda: self._schema_grammar.text)
 
     @property
     def grammar_text(self) -> str:
         """The Lark grammar this schema compiles to (``Grammar(c.grammar_text)`` is the same constraint)."""
-        return self._compiled.text
+        return self._schema_grammar.text
 
     @classmethod
     def from_pydantic(cls, model, **kwargs) -> "JSONSchema":

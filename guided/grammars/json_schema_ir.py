@@ -260,9 +260,13 @@ class SchemaContext:
                 ) from None
         else:
             self.spec = rj.DRAFT202012
-        self.draft = {"draft2019-09": 2019, "draft7": 7, "draft6": 6, "draft4": 4, "draft3": 3}.get(self.spec.name, 2020)
+        self.draft = {"draft2019-09": 2019, "draft-07": 7, "draft-06": 6, "draft-04": 4, "draft-03": 3}.get(self.spec.name, 2020)
         if self.draft == 3:
             raise UnsupportedSchemaError("$schema", "#", "draft 3 schemas are not supported")
+        # keywords the declared draft does not have are annotations there (as every
+        # validator of that draft treats them): a draft-4 "const" or "if" constrains nothing
+        self.foreign = frozenset(k for k, (first, last) in _KEYWORD_DRAFTS.items() if not first <= self.draft <= last)
+        self._in_draft_copies: dict[int, tuple] = {}
         resource = self.spec.create_resource(schema)
         try:
             from jsonschema_specifications import REGISTRY as _SPECS
@@ -272,7 +276,7 @@ class SchemaContext:
             registry = Registry()
         self.base_uri = resource.id() or ""
         self.registry = registry.with_resource(self.base_uri, resource).crawl()
-        self.root = Sub(schema, self.registry.resolver(base_uri=self.base_uri), "#")
+        self.root = Sub(self.in_draft(schema), self.registry.resolver(base_uri=self.base_uri), "#")
         self._validator = None
 
     # -- positions -------------------------------------------------------------------
@@ -284,7 +288,17 @@ class SchemaContext:
                 resolver = resolver.in_subresource(self.spec.create_resource(value))
             except Exception:  # noqa: BLE001 - a malformed $id: keep the outer base
                 pass
-        return Sub(value, resolver, pointer)
+        return Sub(self.in_draft(value), resolver, pointer)
+
+    def in_draft(self, value: Any) -> Any:
+        """``value`` without the keywords its draft does not have (one stable copy per object)."""
+        if not self.foreign or not isinstance(value, dict) or self.foreign.isdisjoint(value):
+            return value
+        hit = self._in_draft_copies.get(id(value))
+        if hit is None:
+            copy = {k: v for k, v in value.items() if k not in self.foreign}
+            hit = self._in_draft_copies[id(value)] = (value, copy)  # the original is kept alive: ids stay unique
+        return hit[1]
 
     def lookup(self, sub: Sub, ref: Any, keyword: str = "$ref") -> Sub:
         from referencing.exceptions import Unresolvable
@@ -298,7 +312,7 @@ class SchemaContext:
                 keyword, sub.pointer + "/" + keyword, f"cannot resolve {ref!r} (remote references are not fetched): {exc}"
             ) from None
         pointer = ref if ref.startswith("#") else ref
-        return Sub(resolved.contents, resolved.resolver, pointer)
+        return Sub(self.in_draft(resolved.contents), resolved.resolver, pointer)
 
     def synth(self, key, factory, resolver, pointer: str) -> Sub:
         """A synthetic schema (from a rewrite), cached so equal rewrites share one identity."""
@@ -998,6 +1012,15 @@ class SchemaContext:
                 return False
         return True
 
+
+# keyword -> (first draft, last draft) it exists in, where that is not every supported draft
+_KEYWORD_DRAFTS = {
+    "const": (6, 2020), "contains": (6, 2020), "propertyNames": (6, 2020),
+    "if": (7, 2020), "then": (7, 2020), "else": (7, 2020),
+    "dependentRequired": (2019, 2020), "dependentSchemas": (2019, 2020), "unevaluatedProperties": (2019, 2020),
+    "unevaluatedItems": (2019, 2020), "minContains": (2019, 2020), "maxContains": (2019, 2020),
+    "$recursiveRef": (2019, 2019), "prefixItems": (2020, 2020), "$dynamicRef": (2020, 2020),
+}
 
 _ASSERTIONS = frozenset(
     {

@@ -36,8 +36,10 @@ class LexerAutomaton:
 
     def __init__(self, dfas: list, priority_keys: list, max_states: int = 200_000):
         self.dfas = dfas
-        self.trans_of = [d.trans for d in dfas]
-        self.acc_of = [d.accepting_list for d in dfas]
+        # terminal automata are read a row at a time (``row(s)``: 256 successors, -1 dead),
+        # so a terminal may build its states only when the lexer reaches them
+        self.row_of = [d.row for d in dfas]
+        self.accepts_of = [d.is_accepting for d in dfas]
         self.start_of = [d.start for d in dfas]
         self.priority_keys = priority_keys
         self.max_states = max_states
@@ -70,7 +72,7 @@ class LexerAutomaton:
             raise GrammarError(f"lexer needs more than {self.max_states} states (terminals too large)")
         self.index[pairs] = q
         self.pairs.append(pairs)
-        acc = [t for t, s in pairs if t >= 0 and self.acc_of[t][s]]
+        acc = [t for t, s in pairs if t >= 0 and self.accepts_of[t](s)]
         if acc:
             top = max(self.priority_keys[t] for t in acc)
             acc = [t for t in acc if self.priority_keys[t] == top]
@@ -96,11 +98,11 @@ class LexerAutomaton:
         out = np.full(256, -1, dtype=np.int32)
         if len(live) == 1:
             t, s = live[0]
-            succ = self.trans_of[t][s]
+            succ = self.row_of[t](s)
             for s2 in np.unique(succ[succ >= 0]).tolist():
                 out[succ == s2] = self._intern(((t, s2),))
         elif live:
-            m = np.stack([self.trans_of[t][s] for t, s in live])  # [k, 256]
+            m = np.stack([self.row_of[t](s) for t, s in live])  # [k, 256]
             alive = (m >= 0).any(axis=0)
             cols = np.flatnonzero(alive)
             if len(cols):

@@ -245,6 +245,20 @@ def test_number_ranges(vocab):
     check({"type": "number", "multipleOf": 1.5, "maximum": 6, "minimum": 0}, vocab, [0, 1.5, 4.5, 6], [1, 5])
 
 
+def test_keywords_follow_the_declared_draft(vocab):
+    """A keyword its draft does not have is an annotation; up to draft 7 $ref hides its siblings."""
+    d4, d6, d7 = (f"http://json-schema.org/draft-0{n}/schema#" for n in (4, 6, 7))
+    check({"$schema": d4, "type": "string", "const": "a"}, vocab, ["a", "b"])
+    check({"$schema": d6, "type": "string", "const": "a"}, vocab, ["a"], ["b"])
+    parity = {"type": "integer", "if": {"minimum": 5}, "then": {"multipleOf": 2}}
+    check({"$schema": d6, **parity}, vocab, [7, 8, 3])
+    check({"$schema": d7, **parity}, vocab, [8, 3], [7])
+    check(parity, vocab, [8, 3], [7])
+    ref = {"definitions": {"s": {"type": "string"}}, "$ref": "#/definitions/s", "maxLength": 1}
+    check({"$schema": d7, **ref}, vocab, ["a", "abc"], [1])
+    check(ref, vocab, ["a"], ["abc", 1])
+
+
 def test_formats_are_asserted_or_annotations(vocab):
     check({"format": "email"}, vocab, ["a@b.co", 3], ["not an email"])
     check({"format": "email"}, vocab, ["not an email"], assert_formats=False)

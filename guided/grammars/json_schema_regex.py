@@ -131,6 +131,12 @@ ECMA_LINE_TERMINATORS = CharSet.of("\n\r\u2028\u2029")
 CONTROL = CharSet.from_ranges([(0, 0x1F)])
 
 
+@functools.lru_cache(maxsize=1)
+def _every_code_point() -> str:
+    """Every non-surrogate code point in order (built once: the three classes share it)."""
+    return "".join(map(chr, range(SURROGATES[0]))) + "".join(map(chr, range(SURROGATES[1] + 1, MAX_CP + 1)))
+
+
 @functools.lru_cache(maxsize=None)
 def _python_unicode_class(kind: str) -> CharSet:
     """Python ``re``'s Unicode ``\\d``/``\\w``/``\\s`` sets (so ``\\D`` etc. are sound for both dialects).
@@ -139,7 +145,7 @@ def _python_unicode_class(kind: str) -> CharSet:
     """
     import re
 
-    haystack = "".join(map(chr, range(SURROGATES[0]))) + "".join(map(chr, range(SURROGATES[1] + 1, MAX_CP + 1)))
+    haystack = _every_code_point()
 
     def cp(i: int) -> int:
         return i if i < SURROGATES[0] else i + (SURROGATES[1] - SURROGATES[0] + 1)

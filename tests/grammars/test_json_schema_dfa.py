@@ -85,7 +85,7 @@ def test_json_string_dfa_equals_the_compiled_regex(n):
     if rx.is_empty_language(n):
         return
     regex = rx.json_string_regex(n)
-    direct = json_string_dfa(n).materialise()
+    direct = materialised(json_string_dfa(n))
     assert every_state_live(direct)
     assert same_language(direct, ByteDFA.from_regex(regex)), regex
 

@@ -13,8 +13,8 @@ automaton, spelled in JSON and UTF-8 state by state as the lexer reaches it:
     True
 
 The code-point automaton is the language's minimal DFA when one is at hand (languages made
-by DFA operations or from word lists keep theirs, see ``rx.dfa_of``), else the subset
-construction of its NFA, made one state at a time.  The result accepts exactly what
+by DFA operations or from word lists keep theirs, see ``rx.dfa_of``), else its regex
+derivatives, made one state at a time (a counted repeat is never expanded).  The result accepts exactly what
 ``ByteDFA.from_regex`` of ``rx.json_string_regex(n)`` (or ``rx.plain_regex(n)``) accepts;
 the tests compare the two.
 """
@@ -79,72 +79,111 @@ class _ExplicitDFA:
         return _merged([(lo, hi, t) for a, t in enumerate(self.d.trans[s]) if live[t] for lo, hi in atoms[a].ranges])
 
 
-class _Subsets:
-    """Code-point source: the subset construction of a language's NFA, a state at a time.
+class _Derivatives:
+    """Code-point source whose states are regex derivatives (Brzozowski), made on demand.
 
-    States are sets of NFA states that can still reach the final one, so every state is
-    live; nothing is minimised (a counted repeat is a chain either way).
+    A state is the language left after the characters read, as a node; alternatives are
+    flattened, deduplicated and sorted so equal residuals are one state.  Nothing is
+    expanded up front: ``.{0,65535}`` costs one state per character actually read (an NFA
+    would hold 65,535 copies before the first one).  Regexes here have no intersection or
+    complement, so a residual's emptiness is syntactic and every state given out is live.
     """
 
     def __init__(self, n: rx.Node):
+        if not _nonempty(n):
+            raise rx.RegexUnsupported("the language is empty")
         sets: list = []
         rx._charsets(n, sets)
         self.part = rx._Partition(sets)
-        nfa = self.nfa = rx._NFA(self.part)
-        s0, self.final = nfa.state(), nfa.state()
-        nfa.build(n, s0, self.final)
-        back: list[list[int]] = [[] for _ in nfa.eps]
-        for a, outs in enumerate(nfa.eps):
-            for b in outs:
-                back[b].append(a)
-        for a, edges in enumerate(nfa.edges):
-            for atoms, b in edges:
-                if atoms:
-                    back[b].append(a)
-        live = [False] * len(back)
-        live[self.final] = True
-        stack = [self.final]
-        while stack:
-            for a in back[stack.pop()]:
-                if not live[a]:
-                    live[a] = True
-                    stack.append(a)
-        self.live = live
-        self._closures: dict[frozenset, frozenset] = {}
-        self.start = self._closure(frozenset([s0]))
-        if not self.start:
-            raise rx.RegexUnsupported("the language is empty")
+        self._atoms: dict = {}  # char set -> its atoms
+        self._memo: dict = {}  # (node, atom) -> derivative
+        self.start = n
 
-    def _closure(self, states: frozenset) -> frozenset:
-        hit = self._closures.get(states)
-        if hit is None:
-            live = self.live
-            hit = self._closures[states] = frozenset(x for x in self.nfa.closure(states) if live[x])
-        return hit
+    def accepting(self, n: rx.Node) -> bool:
+        return _nullable(n)
 
-    def accepting(self, key: frozenset) -> bool:
-        return self.final in key
-
-    def segments(self, key: frozenset) -> list:
-        moves: dict[int, set] = {}
-        live, edges = self.live, self.nfa.edges
-        for st in key:
-            for atoms, dst in edges[st]:
-                if live[dst]:
-                    for a in atoms:
-                        moves.setdefault(a, set()).add(dst)
+    def segments(self, n: rx.Node) -> list:
         atoms = self.part.atoms
         segs = []
-        for a, dsts in moves.items():
-            t = self._closure(frozenset(dsts))
-            segs.extend((lo, hi, t) for lo, hi in atoms[a].ranges)
+        for a in range(len(atoms)):
+            d = self._derive(n, a)
+            if d != rx.NOTHING and _nonempty(d):
+                segs.extend((lo, hi, d) for lo, hi in atoms[a].ranges)
         return _merged(segs)
+
+    def _derive(self, n: rx.Node, a: int) -> rx.Node:
+        key = (n, a)
+        d = self._memo.get(key)
+        if d is None:
+            d = self._memo[key] = self._derivative(n, a)
+        return d
+
+    def _derivative(self, n: rx.Node, a: int) -> rx.Node:
+        if isinstance(n, rx.Chars):
+            atoms = self._atoms.get(n.cs)
+            if atoms is None:
+                atoms = self._atoms[n.cs] = self.part.atoms_of(n.cs)
+            return rx.EMPTY if a in atoms else rx.NOTHING
+        if isinstance(n, rx.Seq):
+            if not n.parts:
+                return rx.NOTHING
+            first, rest = n.parts[0], rx.seq(*n.parts[1:])
+            d = rx.seq(self._derive(first, a), rest)
+            if _nullable(first):
+                d = _union(d, self._derive(rest, a))
+            return d
+        if isinstance(n, rx.Alt):
+            return _union(*(self._derive(o, a) for o in n.options))
+        if isinstance(n, rx.Rep):
+            if n.hi == 0:
+                return rx.NOTHING
+            d = self._derive(n.node, a)
+            if d == rx.NOTHING:
+                return rx.NOTHING
+            lo = 0 if _nullable(n.node) else max(n.lo - 1, 0)  # x{2,} with '' in x is x*
+            return rx.seq(d, rx.rep(n.node, lo, None if n.hi is None else n.hi - 1))
+        raise rx.RegexUnsupported(f"{type(n).__name__} in a string language")
+
+
+def _union(*options: rx.Node) -> rx.Node:
+    """Alternation in a canonical order (so equal residuals are equal nodes)."""
+    u = rx.alt(*options)
+    if isinstance(u, rx.Alt) and len(u.options) > 1:
+        u = rx.Alt(tuple(sorted(u.options, key=hash)))
+    return u
+
+
+@functools.lru_cache(maxsize=65536)
+def _nullable(n: rx.Node) -> bool:
+    if isinstance(n, rx.Chars):
+        return False
+    if isinstance(n, rx.Seq):
+        return all(_nullable(p) for p in n.parts)
+    if isinstance(n, rx.Alt):
+        return any(_nullable(o) for o in n.options)
+    if isinstance(n, rx.Rep):
+        return n.lo == 0 or _nullable(n.node)
+    return True  # an anchor matches the empty string
+
+
+@functools.lru_cache(maxsize=65536)
+def _nonempty(n: rx.Node) -> bool:
+    """Does ``n`` match any string?  (Exact: no intersection or complement in these trees.)"""
+    if isinstance(n, rx.Chars):
+        return bool(n.cs)
+    if isinstance(n, rx.Seq):
+        return all(_nonempty(p) for p in n.parts)
+    if isinstance(n, rx.Alt):
+        return any(_nonempty(o) for o in n.options)
+    if isinstance(n, rx.Rep):
+        return n.lo == 0 or _nonempty(n.node)
+    return True
 
 
 def _source(n: rx.Node):
-    """The language's minimal DFA when one is at hand, else its lazy subset construction."""
+    """The language's minimal DFA when one is at hand, else its derivatives."""
     known = rx._KNOWN.get(n)
-    return _ExplicitDFA(known) if known is not None else _Subsets(n)
+    return _ExplicitDFA(known) if known is not None else _Derivatives(n)
 
 
 def _clip(segs: list, ranges) -> list:

@@ -28,6 +28,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from guided.grammars import json_schema_regex as rx
+from guided.grammars.earley import derivable
 from guided.grammars.json_schema_formats import (
     NEGATIVE_ZERO,
     any_number,
@@ -155,7 +156,14 @@ class _Builder:
     def run(self) -> None:
         while self.queue:
             name, subs = self.queue.popleft()
-            self.rules[name] = self.alternatives(name, subs)
+            try:
+                self.rules[name] = self.alternatives(name, subs)
+            except RecursionError:
+                # regular languages (word tries of very long names, negations) nest as deep as
+                # their words are long; past Python's recursion limit the schema is refused
+                s = subs[0].schema
+                kw = next((k for k in ("properties", "enum", "pattern", "patternProperties") if isinstance(s, dict) and k in s), "$ref")
+                raise UnsupportedSchemaError(kw, subs[0].pointer, "its languages nest too deeply to compile") from None
 
     def alternatives(self, name: str, subs: tuple) -> list[list[str]]:
         ctx = self.ctx
@@ -652,18 +660,8 @@ def _prune(rules: dict, start: str, terminals: set) -> dict:
     def is_rule(sym: str) -> bool:
         return not sym.startswith('"') and sym.rstrip("?") not in terminals
 
-    productive: set = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, alts in rules.items():
-            if name in productive:
-                continue
-            for a in alts:
-                if all(not is_rule(s) or s.endswith("?") or s in productive for s in a):
-                    productive.add(name)
-                    changed = True
-                    break
+    productive = derivable([(name, a) for name, alts in rules.items() for a in alts],
+                           lambda s: is_rule(s) and not s.endswith("?"), lambda s: True)
     cleaned: dict = {}
     for name, alts in rules.items():
         if name not in productive:

@@ -275,7 +275,14 @@ class SchemaContext:
         except ImportError:  # pragma: no cover
             registry = Registry()
         self.base_uri = resource.id() or ""
-        self.registry = registry.with_resource(self.base_uri, resource).crawl()
+        registry = registry.with_resource(self.base_uri, resource)
+        try:
+            # crawling finds embedded $id/$anchor targets; a value where its draft expects a
+            # schema can trip the crawler, and then only pointer references resolve
+            registry = registry.crawl()
+        except Exception:  # noqa: BLE001 - referencing raises plain AttributeError/TypeError here
+            pass
+        self.registry = registry
         self.root = Sub(self.in_draft(schema), self.registry.resolver(base_uri=self.base_uri), "#")
         self._validator = None
 
@@ -987,7 +994,10 @@ class SchemaContext:
         if sh.not_in:
             words = [v for v in sh.not_in if isinstance(v, str)]
             if words:
-                lang = rx.intersect(lang, rx.not_words_language(words))
+                try:
+                    lang = rx.intersect(lang, rx.not_words_language(words))
+                except rx.RegexUnsupported as exc:
+                    raise UnsupportedSchemaError("not", sh.pointer, str(exc)) from None
         if sh.min_len or sh.max_len is not None:
             try:
                 lang = rx.with_length(lang, sh.min_len, sh.max_len)

@@ -368,6 +368,9 @@ def max_len(n: Node) -> float:
 
 
 def is_empty_language(n: Node) -> bool:
+    known = _KNOWN.get(n)  # a language made by a DFA operation: its DFA answers without walking the tree
+    if known is not None:
+        return known.is_empty()
     return min_len(n) is None
 
 

@@ -245,6 +245,19 @@ def test_number_ranges(vocab):
     check({"type": "number", "multipleOf": 1.5, "maximum": 6, "minimum": 0}, vocab, [0, 1.5, 4.5, 6], [1, 5])
 
 
+def test_huge_counts_compile_lazily(vocab):
+    """Length bounds are never expanded up front: a string terminal's states are made as read."""
+    c = check({"type": "string", "maxLength": 1_000_000}, vocab, ["", "x" * 3000], [1])
+    assert c.grammar.compiled.lexer.dfas[0].n_states < 50_000  # about 9 per character read, not 9 million
+    check({"type": "string", "pattern": "^[a-z]+$", "minLength": 2, "maxLength": 70_000}, vocab, ["ab", "z" * 500], ["a", "aB"])
+
+
+def test_deep_languages_are_refused_with_a_typed_error():
+    with pytest.raises(UnsupportedSchemaError) as err:
+        JSONSchema({"type": "object", "properties": {"k" * 3000: {"type": "integer"}}})
+    assert err.value.keyword == "properties" and err.value.pointer == "#"
+
+
 def test_keywords_follow_the_declared_draft(vocab):
     """A keyword its draft does not have is an annotation; up to draft 7 $ref hides its siblings."""
     d4, d6, d7 = (f"http://json-schema.org/draft-0{n}/schema#" for n in (4, 6, 7))

@@ -782,7 +782,28 @@ def with_length(n: Node, lo: int, hi: int | None) -> Node:
     top = _largest_cap(n, hi)
     if top is None:
         raise RegexUnsupported("length limits on this pattern expand into too large a regex")
-    return _len(_cap(n, top), lo, None, [MAX_LENGTH_EXPANSION])
+    capped = _len(_cap(n, top), lo, None, [MAX_LENGTH_EXPANSION])
+    _SUBSETS[capped] = True
+    if len(_SUBSETS) > 4096:  # bounded: far more than one schema makes
+        _SUBSETS.popitem(last=False)
+    return capped
+
+
+# Languages that are a strict subset of what the schema allows (capped repetitions): sound
+# to generate from, but not to reason with -- two capped languages may look disjoint while
+# the schema's own languages overlap (see is_subset_only).
+_SUBSETS: OrderedDict = OrderedDict()
+
+
+def is_subset_only(n: Node) -> bool:
+    """Whether ``n`` (or a part of it) stands for a larger language it was cut down from."""
+    if n in _SUBSETS:
+        return True
+    if isinstance(n, (Seq, Alt)):
+        return any(is_subset_only(p) for p in (n.parts if isinstance(n, Seq) else n.options))
+    if isinstance(n, Rep):
+        return is_subset_only(n.node)
+    return False
 
 
 def _has_ambiguous_split(n: Node) -> bool:

@@ -153,17 +153,8 @@ def _union(*options: rx.Node) -> rx.Node:
     return u
 
 
-@functools.lru_cache(maxsize=65536)
 def _nullable(n: rx.Node) -> bool:
-    if isinstance(n, rx.Chars):
-        return False
-    if isinstance(n, rx.Seq):
-        return all(_nullable(p) for p in n.parts)
-    if isinstance(n, rx.Alt):
-        return any(_nullable(o) for o in n.options)
-    if isinstance(n, rx.Rep):
-        return n.lo == 0 or _nullable(n.node)
-    return True  # an anchor matches the empty string
+    return rx.min_len(n) == 0
 
 
 @functools.lru_cache(maxsize=65536)

@@ -1,4 +1,9 @@
-"""Normalised JSON Schema (:mod:`guided.grammars.json_schema_ir`) to Lark grammar text.
+"""Normalised JSON Schema (:mod:`guided.grammars.json_schema_ir`) to a grammar.
+
+The result (:class:`SchemaGrammar`) is plain data: rules, and terminals described by their
+languages.  :func:`guided.grammars.json_schema_dfa.engine_spec` hands it to the grammar
+engine directly (no Lark text is parsed); ``SchemaGrammar.text`` writes the same grammar as
+Lark text for people and for :func:`~guided.grammars.json_schema.schema_to_lark`.
 
 One rule per schema position (a conjunction of :class:`~guided.grammars.json_schema_ir.Sub`),
 built lazily from a work queue so recursive schemas become recursive rules.  Values that
@@ -13,7 +18,7 @@ whether anything was written before.  Properties not named by the schema follow 
 ones; their keys are terminals that exclude the named keys, split into regions by the
 ``patternProperties`` they match.
 
-    >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), compact=True)
+    >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), compact=True).text
     'start: J0\\nJ0: /[1-9]|[1-9][0-9]+/\\n'     # (shape of the output)
 """
 

@@ -19,29 +19,15 @@ import pytest
 from guided.grammars.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
 
 MASKBENCH = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench" / "maskbench"
-PER_GROUP = 2  # schemas per group file
+PER_GROUP = 4  # schemas per group file
 MAX_SCHEMA_CHARS = 3000  # keeps the sample quick to compile
 
 pytestmark = pytest.mark.skipif(not MASKBENCH.is_dir(), reason=f"MaskBench data not found at {MASKBENCH}")
 
 
 def _quick(schema) -> bool:
-    """Skip schemas whose terminals are slow to build (long counted strings, host names)."""
-    text = json.dumps(schema)
-    if '"hostname"' in text:
-        return False
-    stack = [schema]
-    while stack:
-        s = stack.pop()
-        if isinstance(s, dict):
-            if isinstance(s.get("maxLength"), int) and s["maxLength"] > 40:
-                return False
-            if isinstance(s.get("minLength"), int) and s["minLength"] > 16:
-                return False
-            stack.extend(s.values())
-        elif isinstance(s, list):
-            stack.extend(s)
-    return True
+    """Skip schemas with host-name formats (their automaton takes a second or two to build)."""
+    return '"hostname"' not in json.dumps(schema)
 
 
 def _sample() -> list[dict]:

@@ -992,6 +992,8 @@ class SchemaContext:
             try:
                 lang = rx.intersect(lang, other)
             except rx.RegexUnsupported as exc:
+                if kind == "lang":  # a complemented pattern, made where a not/oneOf negated it
+                    raise UnsupportedSchemaError("not", ptr.rsplit("/", 1)[0], f"negated pattern: {exc}") from None
                 raise UnsupportedSchemaError(ptr.rsplit("/", 1)[-1], ptr, str(exc)) from None
         if sh.not_in:
             words = [v for v in sh.not_in if isinstance(v, str)]

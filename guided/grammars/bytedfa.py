@@ -544,12 +544,7 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
         wide = _clip(segs, 0x80, MAX_UNICODE, 0)
         hit = leads.get(wide)
         if hit is None:
-            hit = []
-            for r, lead_lo, lead_hi, cp_lo, cp_hi in _UTF8_LEADS:
-                block = 64**r
-                for c, sub in _blocks(wide, cp_lo, cp_hi, (cp_lo // block) * block, block).items():
-                    hit.append((lead_lo + c, intermediate(r, tuple(sub))))
-            leads[wide] = hit
+            hit = leads[wide] = utf8_lead_bytes(wide, intermediate)
         for byte, k in hit:
             row[byte] = k
     while pending:
@@ -557,10 +552,29 @@ def _to_bytes(char_trans: list, char_accepting: list, max_states: int, pattern: 
             budget.check()
         k, r, segs = pending.pop()
         row = rows[k]
-        block = 64 ** (r - 1)
-        for c, sub in _blocks(segs, 0, 64 * block - 1, 0, block).items():
-            row[0x80 + c] = sub[0][2] if r == 1 else intermediate(r - 1, tuple(sub))
+        for byte, target in utf8_continuation_bytes(r, segs, intermediate):
+            row[byte] = target
     return np.stack(rows), np.asarray(accepting, dtype=bool)
+
+
+def utf8_lead_bytes(wide: list, intermediate) -> list[tuple[int, int]]:
+    """``(lead byte, state)`` for the non-ASCII segments ``wide`` of a code-point state; the
+    state inside the character is ``intermediate(continuation bytes left, segments of the
+    remaining block)``, which the caller interns (so equal sub-blocks share one state)."""
+    out = []
+    for r, lead_lo, _lead_hi, cp_lo, cp_hi in _UTF8_LEADS:
+        block = 64**r
+        for c, sub in _blocks(wide, cp_lo, cp_hi, (cp_lo // block) * block, block).items():
+            out.append((lead_lo + c, intermediate(r, tuple(sub))))
+    return out
+
+
+def utf8_continuation_bytes(r: int, segs: tuple, intermediate) -> list[tuple[int, int]]:
+    """``(continuation byte, state)`` of an intermediate state with ``r`` bytes left: the
+    segments' target once the character is complete, else a smaller intermediate state."""
+    block = 64 ** (r - 1)
+    return [(0x80 + c, sub[0][2] if r == 1 else intermediate(r - 1, tuple(sub)))
+            for c, sub in _blocks(segs, 0, 64 * block - 1, 0, block).items()]
 
 
 def _prune_and_minimise(trans: np.ndarray, accepting: np.ndarray, start: int, budget: "_Budget | None" = None):

@@ -160,8 +160,6 @@ def _compile(schema, strict, whitespace, validate, assert_formats) -> SchemaGram
     return build_grammar(ctx, compact=whitespace == "compact")
 
 
-
-
 class JSONSchema(Constraint):
     """Output must be a JSON text valid under ``schema`` (see the module docstring for details).
 

@@ -26,7 +26,7 @@ import re
 from typing import TYPE_CHECKING, Hashable
 
 from guided.grammars import json_schema_regex as rx
-from guided.grammars.bytedfa import ByteDFA, RegexError
+from guided.grammars.bytedfa import ByteDFA, RegexError, _clip
 from guided.grammars.json_schema_grammar import WHITESPACE, terminal_regex
 from guided.grammars.json_schema_ir import UnsupportedSchemaError
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec
@@ -177,17 +177,6 @@ def _source(n: rx.Node):
     return _ExplicitDFA(known) if known is not None else _Derivatives(n)
 
 
-def _clip(segs: list, ranges) -> list:
-    """``segs`` restricted to the union of sorted ``ranges``."""
-    out = []
-    for lo, hi, t in segs:
-        for a, b in ranges:
-            a, b = max(a, lo), min(b, hi)
-            if a <= b:
-                out.append((a, b, t))
-    return out
-
-
 class _JSONSpelling:
     """Code-point source of the JSON string literals of a decoded language ``inner``.
 
@@ -217,7 +206,7 @@ class _JSONSpelling:
                     break
                 for cp in range(lo, min(hi, _BACKSLASH) + 1):
                     targets[cp] = t
-            out = [(lo, hi, ("s", t)) for lo, hi, t in _clip(segs, _RAW)]
+            out = [(lo, hi, ("s", t)) for a, b in _RAW for lo, hi, t in _clip(segs, a, b, 0)]
             if self.inner.accepting(key[1]):
                 out.append((_QUOTE, _QUOTE, ("f",)))
             escaped = tuple(targets[cp] for cp in _ESCAPABLE)
@@ -274,8 +263,9 @@ def _literal_dfa(data: bytes) -> ByteDFA:
 
 def terminal_dfa(source: tuple) -> ByteDFA:
     """The automaton of one schema terminal (``source`` as recorded by the schema compiler's
-    ``terminal``): from its language, or from its regex text when the language's code-point
-    DFA is too large for :mod:`json_schema_regex` (the regex compiler's limits are larger)."""
+    ``terminal``), from its language.  A language the automata here refuse (an empty one,
+    or one with an anchor left in it; the compiler prevents both) goes through its regex
+    text and the regex compiler, whose errors name the terminal's keyword."""
     kind, value = source
     try:
         if kind == "json":

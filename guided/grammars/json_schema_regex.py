@@ -1480,7 +1480,7 @@ class DFA:
 
     def minimize(self) -> "DFA":
         """Moore refinement (vectorised; the dead state is kept, dropped by its users)."""
-        if getattr(self, "minimal", False):
+        if self.minimal:
             return self
         import numpy as np
 

@@ -24,7 +24,14 @@ from typing import Hashable, Protocol
 
 import numpy as np
 
-from guided.grammars.bytedfa import _UTF8_LEADS, MAX_UNICODE, ByteDFA, RegexTooLargeError, _blocks, _clip
+from guided.grammars.bytedfa import (
+    MAX_UNICODE,
+    ByteDFA,
+    RegexTooLargeError,
+    _clip,
+    utf8_continuation_bytes,
+    utf8_lead_bytes,
+)
 
 __all__ = ["LazyByteDFA", "CodePointSource"]
 
@@ -63,6 +70,9 @@ class LazyByteDFA:
             self._accepting.append(key[0] == "c" and bool(self.source.accepting(key[1])))
         return q
 
+    def _intermediate(self, r: int, segs: tuple) -> int:
+        return self._intern(("m", r, segs))
+
     @property
     def n_states(self) -> int:
         """States built so far."""
@@ -89,16 +99,12 @@ class LazyByteDFA:
             for lo, hi, q in _clip(segs, 0, 0x7F, 0):
                 row[lo : hi + 1] = q
             if segs and segs[-1][1] >= 0x80:
-                wide = _clip(segs, 0x80, MAX_UNICODE, 0)
-                for r, lead_lo, _lead_hi, cp_lo, cp_hi in _UTF8_LEADS:
-                    block = 64**r
-                    for c, sub in _blocks(wide, cp_lo, cp_hi, (cp_lo // block) * block, block).items():
-                        row[lead_lo + c] = self._intern(("m", r, tuple(sub)))
+                for byte, q in utf8_lead_bytes(_clip(segs, 0x80, MAX_UNICODE, 0), self._intermediate):
+                    row[byte] = q
         else:  # inside a multi-byte character: continuation bytes pick the sub-block
             _, r, segs = key
-            block = 64 ** (r - 1)
-            for c, sub in _blocks(segs, 0, 64 * block - 1, 0, block).items():
-                row[0x80 + c] = sub[0][2] if r == 1 else self._intern(("m", r - 1, tuple(sub)))
+            for byte, q in utf8_continuation_bytes(r, segs, self._intermediate):
+                row[byte] = q
         row.flags.writeable = False
         return row
 

@@ -312,7 +312,7 @@ def main() -> None:
                 )
     if not args.skip_generation:
         model, mtok, label = load_model(args.model, args.device)
-        from guided.grammars.json_schema import JSONSchema
+        from guided.json_schema import JSONSchema
 
         schema = {
             "type": "object",

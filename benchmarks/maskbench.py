@@ -61,9 +61,9 @@ class GuidedEngine:
 
     def compile(self, schema):
         """Returns (state factory, first mask, compile error message or None)."""
-        from guided.grammars.json_schema import JSONSchema
+        from guided.json_schema import JSONSchema
 
-        from guided.grammars.json_schema import UnsatisfiableSchemaError
+        from guided.json_schema import UnsatisfiableSchemaError
 
         try:
             c = JSONSchema(schema)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import guided  # noqa: E402
 from guided.grammars import Regex, load_grammar  # noqa: E402
-from guided.grammars.json_schema import JSONSchema  # noqa: E402
+from guided.json_schema import JSONSchema  # noqa: E402
 from guided.samplers import AWRS, SMC, Masking  # noqa: E402
 from guided.vocab import Vocabulary  # noqa: E402
 

@@ -129,7 +129,7 @@ class _AnyState(ConstraintState):
 
 
 def json_tasks(n: int):
-    from guided.grammars.json_schema import JSONSchema
+    from guided.json_schema import JSONSchema
 
     tasks = []
     for group in ("Github_easy", "Github_medium", "Kubernetes", "Snowplow"):

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from guided.diffusion import Hole, InfillingChecker, generate  # noqa: E402
 from guided.grammars import Grammar, load_grammar  # noqa: E402
-from guided.grammars.json_schema import JSONSchema  # noqa: E402
+from guided.json_schema import JSONSchema  # noqa: E402
 from guided.tokenizers import load_tokenizer  # noqa: E402
 
 C_LIKE = r"""

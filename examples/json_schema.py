@@ -16,7 +16,7 @@ from typing import Literal, Optional
 import pydantic
 
 import guided
-from guided.grammars.json_schema import JSONSchema, UnsupportedSchemaError
+from guided.json_schema import JSONSchema, UnsupportedSchemaError
 
 
 class Address(pydantic.BaseModel):

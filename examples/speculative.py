@@ -16,7 +16,7 @@ import copy
 
 import guided
 from guided.generation import generate
-from guided.grammars.json_schema import JSONSchema
+from guided.json_schema import JSONSchema
 from guided.speculative import generate_speculative, smc_speculative
 
 SCHEMA = {

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from guided import _moved
+
+_moved.install()  # old module paths (guided.server, guided.grammars.json_schema, ...) still import
 
 _EXPORTS = {
     "Constraint": "guided.constraint",
     "ConstraintState": "guided.constraint",
     "ConstraintError": "guided.constraint",
-    "Product": "guided.product",
+    "Product": "guided.constraint",
     "Vocabulary": "guided.vocab",
     "load_tokenizer": "guided.tokenizers",
     "Regex": "guided.grammars",
     "Grammar": "guided.grammars",
-    "JSONSchema": "guided.grammars.json_schema",
+    "JSONSchema": "guided.json_schema",
     "generate": "guided.generation",
     "smc": "guided.generation",
-    "LogitsProcessor": "guided.logits_processor",
+    "LogitsProcessor": "guided.integrations.huggingface",
     "Masking": "guided.samplers",
     "AWRS": "guided.samplers",
     "SMC": "guided.samplers",

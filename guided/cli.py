@@ -259,7 +259,7 @@ def _status(message: str, show: bool):
 
 
 def _load(args, show: bool):
-    from guided.server_engine import load_model
+    from guided.serve.engine import load_model
 
     where = args.model or "the embedded model"
     if not show:
@@ -279,7 +279,7 @@ def _constraint_from_args(args):
 
     try:
         if args.schema:
-            from guided.grammars.json_schema import JSONSchema
+            from guided.json_schema import JSONSchema
 
             try:
                 with open(args.schema, encoding="utf-8") as f:
@@ -304,17 +304,17 @@ def _constraint_from_args(args):
             except OSError as exc:
                 shipped = ", ".join(sorted(SHIPPED_GRAMMARS))
                 raise _UserError(f"--grammar: {exc} (shipped grammars: {shipped})") from None
-            from guided.server_protocol import _start_rule
+            from guided.serve.protocol import _start_rule
 
             return Grammar(text, start=args.start or _start_rule(text), source=args.grammar,
                            import_paths=[os.path.dirname(os.path.abspath(args.grammar))])
         if args.json:
-            from guided.grammars.json_schema import JSONSchema
+            from guided.json_schema import JSONSchema
 
             return JSONSchema({"type": "object"}, whitespace=args.whitespace)
         if args.choice:
             from guided.grammars import Regex
-            from guided.server_protocol import _literal_regex
+            from guided.serve.protocol import _literal_regex
 
             return Regex("|".join(_literal_regex(c) for c in args.choice))
     except ConstraintError as exc:
@@ -324,7 +324,7 @@ def _constraint_from_args(args):
 
 def _compile(constraint, tokenizer, show: bool):
     from guided.constraint import ConstraintError
-    from guided.server_engine import AnyText
+    from guided.serve.engine import AnyText
     from guided.vocab import Vocabulary
 
     constraint = constraint if constraint is not None else AnyText()
@@ -377,7 +377,7 @@ def _generate_kwargs(args) -> dict:
 
 
 def _sampler(name: str, particles: int):
-    from guided.server_engine import make_sampler
+    from guided.serve.engine import make_sampler
 
     return make_sampler(name, particles)
 
@@ -456,8 +456,8 @@ def _cmd_generate(args) -> int:
 # guided serve
 # ---------------------------------------------------------------------------------------------
 def _cmd_serve(args) -> int:
-    from guided.server import ServerConfig, serve
-    from guided.server_engine import Engine
+    from guided.serve.http import ServerConfig, serve
+    from guided.serve.engine import Engine
 
     show = sys.stderr.isatty()
     model, tokenizer, name = _load(args, show)
@@ -481,7 +481,7 @@ def _cmd_bench(args) -> int:
 
     import guided
     from guided.samplers import DeadEndError
-    from guided.server_engine import AnyText
+    from guided.serve.engine import AnyText
     from guided.vocab import Vocabulary
 
     _check_sampling(args)
@@ -557,7 +557,7 @@ def _print_bench(rows: list[dict], model_name: str, compile_seconds: float) -> N
 # guided ide
 # ---------------------------------------------------------------------------------------------
 def _cmd_ide(args) -> int:
-    from guided.ide import IDEConfig, run_ide
+    from guided.serve.ide import IDEConfig, run_ide
 
     config = IDEConfig(max_tokens=args.max_tokens, deadline_s=args.deadline_ms / 1000,
                        temperature=args.temperature, monitor=not args.no_monitor,

@@ -20,7 +20,6 @@ The KV cache is reused across steps; a list of prompts is decoded as one left-pa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -28,27 +27,13 @@ import torch
 
 from guided.constraint import Constraint
 from guided.samplers.awrs import AWRS
-from guided.samplers.base import DeadEndError, SamplerStats, Sampling, StepContext, TokenSampler
+from guided.samplers.base import DeadEndError, Sampling, StepContext, TokenSampler
 from guided.samplers.lm import LMBatch, start_batch
+from guided.samplers.output import GenerationOutput, output_from_smc, shape_result
 from guided.samplers.smc import SMC, SMCResult
 from guided.vocab import Vocabulary
 
 __all__ = ["generate", "smc", "GenerationOutput", "decode"]
-
-
-@dataclass
-class GenerationOutput:
-    """Everything ``generate(..., return_details=True)`` knows about a batch."""
-
-    texts: list[str]
-    token_ids: list[list[int]]  # generated ids, EOS included when it was emitted
-    log_weights: np.ndarray  # per row: sum of the steps' log Z estimates (SMC: log Z_hat)
-    finished: list[bool]  # the row emitted EOS (its text is a complete word of the constraint)
-    stats: SamplerStats = field(default_factory=SamplerStats)
-
-    @property
-    def text(self) -> str:
-        return self.texts[0]
 
 
 def generate(
@@ -113,17 +98,6 @@ def generate(
     ctx.stats.forward_seconds = getattr(lm, "forward_seconds", 0.0)
     ctx.stats.total_seconds = time.perf_counter() - t0
     return shape_result(out, single, return_weights, return_details)
-
-
-def shape_result(out: GenerationOutput, single: bool, return_weights: bool, return_details: bool):
-    """What ``generate`` returns: the details, ``(text(s), log weight(s))`` or the text(s)."""
-    if return_details:
-        return out
-    if return_weights:
-        if single:
-            return out.texts[0], float(out.log_weights[0])
-        return out.texts, out.log_weights
-    return out.texts[0] if single else out.texts
 
 
 def decode(
@@ -229,19 +203,6 @@ def resolve_constraint(constraint: Constraint | None, grammar: Constraint | str 
     if not isinstance(chosen, Constraint):
         raise TypeError(f"expected a guided constraint or Lark grammar text, got {type(chosen).__name__}")
     return chosen
-
-
-def output_from_smc(results: list[SMCResult], ctx: StepContext, cls: type = GenerationOutput, **extra):
-    """One particle per prompt, drawn by weight, with ``log Z_hat`` as its weight."""
-    chosen = [r.sample(ctx.rng) for r in results]
-    return cls(
-        texts=[p.text for p in chosen],
-        token_ids=[p.token_ids for p in chosen],
-        log_weights=np.asarray([r.log_z for r in results]),
-        finished=[p.finished for p in chosen],
-        stats=ctx.stats,
-        **extra,
-    )
 
 
 def _pad_id(tokenizer, vocab: Vocabulary) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond Python (called by .ci/run before the tests).
-#   neovim: the editor that drives the IDE backend in tests/test_ide.py (Debian's `nvim`)
+#   neovim: the editor that drives the IDE backend in tests/serve/test_ide.py (Debian's `nvim`)
 # Idempotent and instant when everything is already installed.
 set -euo pipefail
 

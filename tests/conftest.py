@@ -20,3 +20,15 @@ def llama3_vocab(llama3_tokenizer):
     from guided.vocab import Vocabulary
 
     return Vocabulary.from_tokenizer(llama3_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def llama3(llama3_tokenizer):
+    """The Llama-3 tokenizer (short name used by the grammar and JSON-Schema tests)."""
+    return llama3_tokenizer
+
+
+@pytest.fixture(scope="session")
+def vocab(llama3_vocab):
+    """The Llama-3 vocabulary (tests that need another define their own ``vocab``)."""
+    return llama3_vocab

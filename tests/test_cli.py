@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from model_subprocess import MODEL_ARGS, REPO, subprocess_env
+
 TIMEOUT_S = 300
 
 PERSON = {
@@ -27,49 +26,6 @@ PERSON = {
 SUM_GRAMMAR = 'expr: NUMBER ("+" NUMBER)*\nNUMBER: /[1-9][0-9]?/\n'
 
 
-def _test_model() -> str | None:
-    """The model these tests run: ``GUIDED_TEST_MODEL`` if set; else the embedded model (``None``);
-    else (a checkout without the trained model files) a tiny random-init Llama with the real
-    Llama-3 tokenizer, built once into guided's cache."""
-    if os.environ.get("GUIDED_TEST_MODEL"):
-        return os.environ["GUIDED_TEST_MODEL"]
-    from guided.models import ModelFilesMissing, default_model_path
-
-    try:
-        default_model_path()
-        return None
-    except ModelFilesMissing:
-        pass
-    import tempfile
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from guided.tokenizers import cache_dir, load_tokenizer
-
-    path = cache_dir() / "test-models" / "tiny-random-llama3"
-    if not (path / "model.safetensors").exists():
-        tokenizer = load_tokenizer("llama3")
-        torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             tie_word_embeddings=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent))
-        LlamaForCausalLM(config).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(path)  # atomic: a concurrent run sees all files or none
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    return str(path)
-
-
-TEST_MODEL = _test_model()
-MODEL_ARGS = ["--model", TEST_MODEL] if TEST_MODEL else []
-
-
 def _command() -> list[str]:
     """The installed ``guided`` script next to this Python when there is one, else ``-m guided.cli``."""
     script = Path(sys.executable).with_name("guided")
@@ -79,11 +35,7 @@ def _command() -> list[str]:
 
 
 def guided(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return subprocess.run([*_command(), *args], input=stdin, capture_output=True, text=True, cwd=REPO, env=env,
+    return subprocess.run([*_command(), *args], input=stdin, capture_output=True, text=True, cwd=REPO, env=subprocess_env(),
                           timeout=TIMEOUT_S)
 
 

@@ -1,4 +1,9 @@
-"""Grammar constraints: regular expressions and Lark context-free grammars.
+"""The grammar engine and its text front ends: regular expressions and Lark context-free grammars.
+
+Front ends (``regex.py``, ``lark_loader.py``) turn text into grammar data (rules and byte-DFA
+terminals); the engine (``lexer.py``, ``earley.py``, ``grammar.py``) turns grammar data into
+constraint states and token masks.  The JSON-Schema front end (:mod:`guided.json_schema`) feeds
+the same engine.
 
     >>> from guided.grammars import Regex, Grammar, load_grammar
     >>> Regex(r"[0-9]+").start(vocab)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from guided.constraint import Constraint
-from guided.generation import GenerationOutput, output_from_smc, shape_result
+from guided.samplers.output import GenerationOutput, output_from_smc, shape_result
 from guided.samplers.awrs import AWRS
 from guided.samplers.base import Sampling, StepContext, TokenSampler
 from guided.samplers.smc import SMC, Particle, SMCResult, multinomial_resample, systematic_resample
@@ -65,7 +65,7 @@ _DRAFTER_NAMES = {
 
 @dataclass
 class SpeculativeOutput(GenerationOutput):
-    """:class:`guided.generation.GenerationOutput` plus the drafting counters."""
+    """:class:`guided.samplers.output.GenerationOutput` plus the drafting counters."""
 
     draft_stats: DraftStats = field(default_factory=DraftStats)
 

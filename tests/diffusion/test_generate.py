@@ -15,7 +15,7 @@ import torch
 
 from guided.diffusion import Hole, InfillingChecker, canvas_parts, generate
 from guided.grammars import Grammar, load_grammar
-from guided.grammars.json_schema import JSONSchema
+from guided.json_schema import JSONSchema
 
 MASK_ID = 128002  # <|reserved_special_token_0|>, as in guided's diffusion model
 EOS_ID = 128001

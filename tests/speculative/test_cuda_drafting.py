@@ -13,7 +13,7 @@ import torch
 
 from guided.generation import generate
 from guided.grammars import Regex
-from guided.grammars.json_schema import JSONSchema
+from guided.json_schema import JSONSchema
 from guided.samplers import Masking
 from guided.samplers.base import Sampling
 from guided.speculative import ModelDrafter, TokenRecyclingDrafter, generate_speculative

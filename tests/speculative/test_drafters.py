@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guided.grammars import Grammar, Regex
-from guided.grammars.json_schema import JSONSchema
+from guided.json_schema import JSONSchema
 from guided.samplers.base import StepContext
 from guided.speculative import (
     Draft,

@@ -9,7 +9,7 @@ import pytest
 
 from guided.generation import generate
 from guided.grammars import Grammar, Regex
-from guided.grammars.json_schema import JSONSchema
+from guided.json_schema import JSONSchema
 from guided.samplers import Masking
 from guided.speculative import ModelDrafter, PromptLookupDrafter, TokenRecyclingDrafter, generate_speculative
 

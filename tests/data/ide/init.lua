@@ -1,4 +1,4 @@
--- Neovim configuration for tests/test_ide.py: use `guided ide` as the language server of the
+-- Neovim configuration for tests/serve/test_ide.py: use `guided ide` as the language server of the
 -- opened file, ask it for a completion and an inline completion at a position, apply the
 -- completion like an accepted menu item, and save the results. Neovim 0.7+ (Debian's).
 --

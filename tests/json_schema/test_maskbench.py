@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from guided.grammars.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
+from guided.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
 
 MASKBENCH = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench" / "maskbench"
 PER_GROUP = 4  # schemas per group file

@@ -9,22 +9,20 @@ cancellation), in-process.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
 
-REPO = Path(__file__).resolve().parents[1]
+from model_subprocess import MODEL_ARGS, REPO, TEST_MODEL, subprocess_env  # noqa: E402
+
 START_TIMEOUT_S = 300  # loading the model on a busy 2-core CI machine
 
 PERSON = {
@@ -40,58 +38,6 @@ FLAG = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required":
 ARITHMETIC = 'start: expr\nexpr: NUMBER | expr "+" NUMBER\nNUMBER: /[0-9]{1,3}/\n'
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def _test_model() -> str | None:
-    """The model these tests run: ``GUIDED_TEST_MODEL`` if set; else the embedded model (``None``);
-    else (a checkout without the trained model files) a tiny random-init Llama with the real
-    Llama-3 tokenizer, built once into guided's cache."""
-    if os.environ.get("GUIDED_TEST_MODEL"):
-        return os.environ["GUIDED_TEST_MODEL"]
-    from guided.models import ModelFilesMissing, default_model_path
-
-    try:
-        default_model_path()
-        return None
-    except ModelFilesMissing:
-        pass
-    import tempfile
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from guided.tokenizers import cache_dir, load_tokenizer
-
-    path = cache_dir() / "test-models" / "tiny-random-llama3"
-    if not (path / "model.safetensors").exists():
-        tokenizer = load_tokenizer("llama3")
-        torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             tie_word_embeddings=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent))
-        LlamaForCausalLM(config).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(path)  # atomic: a concurrent run sees all files or none
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    return str(path)
-
-
-TEST_MODEL = _test_model()
-MODEL_ARGS = ["--model", TEST_MODEL] if TEST_MODEL else []
-
-
 # ---------------------------------------------------------------------------------------------
 # The server process
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +45,7 @@ class _Server:
     def __init__(self, args: list[str]):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "guided.cli", "serve", "--port", "0", *MODEL_ARGS, *args],
-            cwd=REPO, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=REPO, env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,
         )
         self.lines: list[str] = []
@@ -346,7 +292,7 @@ def test_compiled_constraints_are_cached_by_content(client, server):
 # In-process: the wire format and the cache
 # ---------------------------------------------------------------------------------------------
 def test_constraint_spec_selection():
-    from guided.server_protocol import APIError, ChatCompletionRequest, CompletionRequest, ConstraintSpec
+    from guided.serve.protocol import APIError, ChatCompletionRequest, CompletionRequest, ConstraintSpec
 
     def spec(**kw):
         return ConstraintSpec.from_request(CompletionRequest(model="m", prompt="p", **kw))
@@ -372,7 +318,7 @@ def test_constraint_spec_selection():
 
 
 def test_grammar_start_rule_defaults_to_the_first_rule():
-    from guided.server_protocol import _start_rule
+    from guided.serve.protocol import _start_rule
 
     assert _start_rule("start: a\na: \"x\"") == "start"
     assert _start_rule("?value: a\na: \"x\"") == "value"
@@ -381,7 +327,7 @@ def test_grammar_start_rule_defaults_to_the_first_rule():
 
 def test_constraint_cache_is_lru_and_remembers_errors(llama3_vocab):
     from guided.constraint import ConstraintError
-    from guided.server_protocol import ConstraintCache, ConstraintSpec, _canonical
+    from guided.serve.protocol import ConstraintCache, ConstraintSpec, _canonical
 
     cache = ConstraintCache(capacity=2)
     a, b, c = (ConstraintSpec("regex", _canonical(p)) for p in ("a+", "b+", "c+"))
@@ -404,7 +350,7 @@ def test_guided_choice_regex_accepts_exactly_the_choices(llama3_vocab):
     from hypothesis import strategies as st
 
     from guided.grammars import Regex
-    from guided.server_protocol import _literal_regex
+    from guided.serve.protocol import _literal_regex
 
     texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=6)
 
@@ -426,7 +372,7 @@ def test_guided_choice_regex_accepts_exactly_the_choices(llama3_vocab):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine():
-    from guided.server_engine import Engine, load_model
+    from guided.serve.engine import Engine, load_model
 
     model, tokenizer, name = load_model(TEST_MODEL, device="cpu")
     return Engine(model, tokenizer, name=name)
@@ -476,8 +422,8 @@ def test_batcher_queues_safely_and_refuses_past_its_bound(engine):
     import asyncio
 
     from guided.grammars import Regex
-    from guided.server import Batcher
-    from guided.server_protocol import APIError
+    from guided.serve.http import Batcher
+    from guided.serve.protocol import APIError
 
     async def scenario():
         batcher = Batcher(engine, max_batch=2, max_queue=3)

@@ -1136,7 +1136,7 @@ def _json_char(cs: CharSet) -> tuple[str, str]:
     escapes, ``/`` both ways), control characters by short or ``\\u00XX`` escapes: what
     ``json.dumps(..., ensure_ascii=False)`` writes.  The spelling depends on the character
     only, so a language's encoding depends on the language, not on how it is written
-    (:mod:`guided.grammars.json_schema_dfa` builds it from the DFA).  ``kind`` says how the
+    (:mod:`guided.json_schema.engine_spec` builds it from the DFA).  ``kind`` says how the
     text binds: "atom" (quantifiable), "seq" (a concatenation) or "alt" (an alternation).
     """
     if cs == ALL:
@@ -1575,7 +1575,7 @@ class DFA:
 
 # The minimal DFA of recently made languages: a language built by a DFA operation (or from
 # a word list) keeps the DFA it came from, so the next operation on it, and the terminal
-# automaton built from it (guided.grammars.json_schema_dfa), need no subset construction.
+# automaton built from it (guided.json_schema.engine_spec), need no subset construction.
 _KNOWN: OrderedDict = OrderedDict()
 _KNOWN_MAX = 4096
 

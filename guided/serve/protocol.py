@@ -4,7 +4,7 @@ selects, response bodies, errors, and the content-addressed cache of compiled co
 A request selects at most one constraint, with the OpenAI field or a vLLM-style extra:
 
 =====================================================  ===============================================
-``response_format: {"type": "json_schema", ...}``      :class:`~guided.grammars.json_schema.JSONSchema`
+``response_format: {"type": "json_schema", ...}``      :class:`~guided.json_schema.JSONSchema`
 ``response_format: {"type": "json_object"}``           any JSON object
 ``guided_json: {...schema...}`` (or its JSON text)     JSON Schema
 ``guided_regex: "..."``                                :class:`~guided.grammars.Regex`
@@ -236,7 +236,7 @@ class ConstraintSpec:
         """The :class:`~guided.constraint.Constraint` (may raise ``ConstraintError``)."""
         value = json.loads(self.payload)
         if self.kind == "json_schema":
-            from guided.grammars.json_schema import JSONSchema
+            from guided.json_schema import JSONSchema
 
             return JSONSchema(value["schema"], whitespace=value["whitespace"])
         if self.kind == "regex":

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from guided.grammars.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
+from guided.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
 
 try:
-    from .test_json_schema import _ordered
+    from .test_schema import _ordered
 except ImportError:  # test folders without __init__.py are imported as top-level modules
-    from test_json_schema import _ordered
+    from test_schema import _ordered
 
 SUITE = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench" / "json-schema-test-suite" / "draft2020-12"
 
@@ -71,7 +71,7 @@ FORMAT_GAPS = {
 
 # valid instances rejected by a deliberate, documented choice: (file stem, test description) -> why.
 # "integer" compiles to integer syntax only, -?(0|[1-9][0-9]*): accepting 1.0 would also let a
-# model write 1.000... without end (see the module docstring of guided.grammars.json_schema).
+# model write 1.000... without end (see the module docstring of guided.json_schema).
 KNOWN_DEVIATIONS = {
     ("type", "a float with zero fractional part is an integer"): "integers are written without a fraction",
 }

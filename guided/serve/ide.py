@@ -38,11 +38,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from guided.constraint import ConstraintState
-from guided.product import ProductState
+from guided.constraint import ProductState
 
 __all__ = ["BackendHolder", "CompletionBackend", "IDEConfig", "Suggestion", "create_fim_app", "create_language_server", "run_ide"]
 
-log = logging.getLogger("guided.ide")
+log = logging.getLogger("guided.serve.ide")
 
 
 @dataclass
@@ -301,7 +301,7 @@ class CompletionBackend:
             parts.append(monitor_state)
             names.append("dereference-monitor")
         if not parts:
-            from guided.server_engine import AnyText
+            from guided.serve.engine import AnyText
 
             start: ConstraintState = AnyText().start(vocab)
         elif len(parts) == 1:
@@ -326,7 +326,7 @@ class CompletionBackend:
                 cuts.append((data[:newline], at_newline))
 
         from guided.samplers import Sampling
-        from guided.server_engine import EngineRequest
+        from guided.serve.engine import EngineRequest
 
         prompt = prefix[-self.config.context_chars:]
         request = EngineRequest(
@@ -656,7 +656,7 @@ def run_ide(model_path: str | None = None, tokenizer: str | None = None, device:
     """Run the backend: the LSP on stdio (and/or the FIM endpoint) until the editor disconnects."""
     import sys
 
-    from guided.server_engine import Engine, load_model
+    from guided.serve.engine import Engine, load_model
 
     config = config or IDEConfig()
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,

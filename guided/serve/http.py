@@ -3,7 +3,7 @@
 Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (both
 with ``stream: true`` as server-sent events), ``GET /health``. The constraint comes from
 ``response_format`` or the vLLM-style ``guided_json`` / ``guided_regex`` / ``guided_grammar`` /
-``guided_choice`` extras (see :mod:`guided.server_protocol`).
+``guided_choice`` extras (see :mod:`guided.serve.protocol`).
 
     $ guided serve --port 8000
     >>> from openai import OpenAI
@@ -36,8 +36,8 @@ from pydantic import ValidationError
 
 from guided.constraint import ConstraintError
 from guided.samplers import Sampling
-from guided.server_engine import Engine, EngineRequest, EngineResult
-from guided.server_protocol import (
+from guided.serve.engine import Engine, EngineRequest, EngineResult
+from guided.serve.protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
@@ -53,7 +53,7 @@ from guided.server_protocol import (
 
 __all__ = ["Batcher", "ServerConfig", "create_app", "serve"]
 
-log = logging.getLogger("guided.server")
+log = logging.getLogger("guided.serve.http")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from guided.grammars import Regex
 from guided.samplers import Masking
 from guided.vocab import Vocabulary
 
-sys.path.insert(0, str(Path(__file__).parent / "samplers"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "samplers"))
 from sampler_toys import tiny_llama  # noqa: E402
 
 PATTERN = r"(yes|no|maybe)( [0-9]{1,2})?"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -20,61 +19,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data" / "ide"
+from model_subprocess import MODEL_ARGS, TEST_MODEL, subprocess_env
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "ide"
 EDITOR_TIMEOUT_S = 300
-
-
-def _test_model() -> str | None:
-    """The model these tests run: ``GUIDED_TEST_MODEL`` if set; else the embedded model (``None``);
-    else (a checkout without the trained model files) a tiny random-init Llama with the real
-    Llama-3 tokenizer, built once into guided's cache."""
-    if os.environ.get("GUIDED_TEST_MODEL"):
-        return os.environ["GUIDED_TEST_MODEL"]
-    from guided.models import ModelFilesMissing, default_model_path
-
-    try:
-        default_model_path()
-        return None
-    except ModelFilesMissing:
-        pass
-    import tempfile
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from guided.tokenizers import cache_dir, load_tokenizer
-
-    path = cache_dir() / "test-models" / "tiny-random-llama3"
-    if not (path / "model.safetensors").exists():
-        tokenizer = load_tokenizer("llama3")
-        torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             tie_word_embeddings=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent))
-        LlamaForCausalLM(config).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(path)  # atomic: a concurrent run sees all files or none
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    return str(path)
-
-
-TEST_MODEL = _test_model()
-MODEL_ARGS = ["--model", TEST_MODEL] if TEST_MODEL else []
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
 
 
 def _project(tmp_path: Path) -> Path:
@@ -111,7 +59,7 @@ def test_neovim_gets_a_completion_that_parses(tmp_path):
     out.mkdir()
     server = [sys.executable, "-m", "guided.cli", "ide", *MODEL_ARGS, "--max-tokens", "8",
               "--deadline-ms", str(EDITOR_TIMEOUT_S * 1000), "--monitor-start-wait-ms", str(EDITOR_TIMEOUT_S * 1000)]
-    env = _env()
+    env = subprocess_env()
     env.update(GUIDED_IDE_CMD=json.dumps(server), GUIDED_IDE_OUT=str(out), GUIDED_IDE_LINE=str(line),
                GUIDED_IDE_COL=str(column), GUIDED_IDE_TIMEOUT_MS=str(EDITOR_TIMEOUT_S * 1000))
     # --clean: no user configuration or plugins; -n: no swap file; -u: the test's configuration
@@ -143,8 +91,8 @@ def test_neovim_gets_a_completion_that_parses(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def backend():
-    from guided.ide import CompletionBackend, IDEConfig
-    from guided.server_engine import Engine, load_model
+    from guided.serve.ide import CompletionBackend, IDEConfig
+    from guided.serve.engine import Engine, load_model
 
     model, tokenizer, name = load_model(TEST_MODEL, device="cpu")
     config = IDEConfig(max_tokens=8, deadline_s=EDITOR_TIMEOUT_S, monitor_start_wait_s=EDITOR_TIMEOUT_S)
@@ -203,7 +151,7 @@ def _free_port() -> int:
 def test_fill_in_the_middle_endpoint(backend):
     import httpx
 
-    from guided.ide import BackendHolder, _run_fim
+    from guided.serve.ide import BackendHolder, _run_fim
 
     holder = BackendHolder(lambda: backend)
     server = _run_fim(holder, _free_port())

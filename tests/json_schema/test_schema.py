@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guided.grammars.json_schema import (
+from guided.json_schema import (
     InvalidSchemaError,
     JSONSchema,
     UnsatisfiableSchemaError,

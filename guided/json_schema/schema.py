@@ -9,9 +9,9 @@
     ...     y: int = 0
     >>> JSONSchema.from_pydantic(Point)
 
-The schema compiles to a grammar (:mod:`guided.grammars.json_schema_grammar`) whose string
+The schema compiles to a grammar (:mod:`guided.json_schema.grammar`) whose string
 and number terminals are built from their languages as the lexer reaches their states
-(:mod:`guided.grammars.json_schema_dfa`), so a ``maxLength: 100000`` costs nothing up front;
+(:mod:`guided.json_schema.engine_spec`), so a ``maxLength: 100000`` costs nothing up front;
 :class:`guided.grammars.Grammar` turns it into token masks.  ``grammar_text`` is the same
 grammar as Lark text.  Soundness comes first: a JSON
 text the schema rejects is never accepted.  Some valid texts are not accepted either
@@ -92,9 +92,9 @@ from typing import Any
 
 from guided.constraint import Constraint
 from guided.grammars.grammar import Grammar
-from guided.grammars.json_schema_dfa import engine_spec
-from guided.grammars.json_schema_grammar import SchemaGrammar, build_grammar
-from guided.grammars.json_schema_ir import (
+from guided.json_schema.engine_spec import engine_spec
+from guided.json_schema.grammar import SchemaGrammar, build_grammar
+from guided.json_schema.ir import (
     InvalidSchemaError,
     SchemaContext,
     import_jsonschema,

@@ -1,7 +1,7 @@
 """Regular languages for JSON Schema ``format`` values and numeric ranges.
 
 * :func:`format_language` -- the strings a known ``format`` accepts, as a regex AST over
-  decoded characters (:mod:`guided.grammars.json_schema_regex`), or ``None`` for an
+  decoded characters (:mod:`guided.json_schema.regex`), or ``None`` for an
   unknown (annotation-only) format.
 * :func:`integer_range` -- canonical JSON integers in ``[lo, hi]`` (either side open).
 * :func:`decimal_range` -- JSON numbers in plain decimal notation with exact bounds.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from decimal import Decimal
 
-from guided.grammars.json_schema_regex import (
+from guided.json_schema.regex import (
     EMPTY,
     NOTHING,
     CharSet,
@@ -313,7 +313,7 @@ def _frac_suffix(lo, lo_strict, hi, hi_strict, budget) -> Node:
 
 def _nonempty(n: Node) -> Node:
     """Drop the empty word from a language built by :class:`_Frac`."""
-    from guided.grammars.json_schema_regex import with_length
+    from guided.json_schema.regex import with_length
 
     return with_length(n, 1, None)
 
@@ -408,7 +408,7 @@ def multiple_language(a: int, k: int, integer_only: bool = False, plain: bool = 
     free).  The DFA is written back as a regex; None if it would be too large.
     ``integer_only``: integral values only (``2`` or ``2.0``); ``plain``: integer syntax only (``2``).
     """
-    from guided.grammars.json_schema_regex import DFA, RegexUnsupported, _Partition
+    from guided.json_schema.regex import DFA, RegexUnsupported, _Partition
 
     if a * (k + 2) > MAX_DIVISOR_STATES:
         return None
@@ -495,6 +495,6 @@ def multiple_language(a: int, k: int, integer_only: bool = False, plain: bool = 
 
 
 def _intersect_plain(node: Node, pattern: str) -> Node:
-    from guided.grammars.json_schema_regex import intersect
+    from guided.json_schema.regex import intersect
 
     return intersect(node, pattern_language(pattern))

@@ -6,7 +6,7 @@ of *branches*, each a tuple of parts whose local keywords all apply (``$ref``, `
 merge into a branch; ``anyOf``, ``oneOf``, ``if``/``then``/``else``, ``not`` and the
 ``dependent*`` keywords split into branches).  :meth:`SchemaContext.merge` folds one
 branch's local keywords into a :class:`Shape`: per JSON type, the constraints the grammar
-builder (:mod:`guided.grammars.json_schema_grammar`) turns into rules and terminals.
+builder (:mod:`guided.json_schema.grammar`) turns into rules and terminals.
 Sub-schemas (property values, items) stay lazy, as tuples of :class:`Sub`, so recursive
 schemas need no unrolling.
 
@@ -14,7 +14,7 @@ Exactness: every rewrite here is an equivalence.  Where one is not available (ov
 ``oneOf`` branches whose complement cannot be expressed, ``uniqueItems``, ``contains``,
 negated ``format``...) :class:`UnsupportedSchemaError` names the keyword and its JSON
 pointer; with ``strict=False`` those keywords are relaxed as documented on
-:class:`guided.grammars.json_schema.JSONSchema`.
+:class:`guided.json_schema.JSONSchema`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from decimal import Decimal
 from typing import Any
 
 from guided.constraint import ConstraintError
-from guided.grammars import json_schema_regex as rx
-from guided.grammars.json_schema_formats import KNOWN_FORMATS, UNSUPPORTED_FORMATS, format_language, to_decimal
+from guided.json_schema import regex as rx
+from guided.json_schema.formats import KNOWN_FORMATS, UNSUPPORTED_FORMATS, format_language, to_decimal
 
 __all__ = [
     "UnsupportedSchemaError",

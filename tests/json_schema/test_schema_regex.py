@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guided.grammars import json_schema_regex as rx
-from guided.grammars.json_schema_formats import (
+from guided.json_schema import regex as rx
+from guided.json_schema.formats import (
     decimal_range,
     format_language,
     integer_range,

@@ -1,11 +1,11 @@
-"""Normalised JSON Schema (:mod:`guided.grammars.json_schema_ir`) to a grammar.
+"""Normalised JSON Schema (:mod:`guided.json_schema.ir`) to a grammar.
 
 The result (:class:`SchemaGrammar`) is plain data: rules, and terminals described by their
-languages.  :func:`guided.grammars.json_schema_dfa.engine_spec` hands it to the grammar
+languages.  :func:`guided.json_schema.engine_spec.engine_spec` hands it to the grammar
 engine directly (no Lark text is parsed); ``SchemaGrammar.text`` writes the same grammar as
-Lark text for people and for :func:`~guided.grammars.json_schema.schema_to_lark`.
+Lark text for people and for :func:`~guided.json_schema.schema_to_lark`.
 
-One rule per schema position (a conjunction of :class:`~guided.grammars.json_schema_ir.Sub`),
+One rule per schema position (a conjunction of :class:`~guided.json_schema.ir.Sub`),
 built lazily from a work queue so recursive schemas become recursive rules.  Values that
 are strings or numbers are *single terminals* (a whole quoted string with its escapes,
 a whole number), which keeps greedy contextual lexing exact: JSON strings are prefix-free
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
-from guided.grammars import json_schema_regex as rx
+from guided.json_schema import regex as rx
 from guided.grammars.earley import derivable
-from guided.grammars.json_schema_formats import (
+from guided.json_schema.formats import (
     NEGATIVE_ZERO,
     any_number,
     decimal_range,
@@ -43,7 +43,7 @@ from guided.grammars.json_schema_formats import (
     number_with_exponent,
     to_decimal,
 )
-from guided.grammars.json_schema_ir import (
+from guided.json_schema.ir import (
     SchemaContext,
     Shape,
     UnsatisfiableSchemaError,

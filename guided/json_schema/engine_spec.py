@@ -1,7 +1,7 @@
 """Automata for the JSON Schema compiler's terminals, built from their languages directly.
 
 The compiler describes every string and number value as a language over code points
-(:mod:`guided.grammars.json_schema_regex`).  Writing that language out as regex text and
+(:mod:`guided.json_schema.regex`).  Writing that language out as regex text and
 compiling the text again (parse, Thompson NFA, subset construction, UTF-8 expansion,
 minimisation) cost most of a schema's compile time: a property-name complement or a
 ``maxLength: 500`` string took 0.1-3 s, ``maxLength: 4096`` minutes.  Here a terminal is
@@ -25,15 +25,15 @@ import functools
 import re
 from typing import TYPE_CHECKING, Hashable
 
-from guided.grammars import json_schema_regex as rx
+from guided.json_schema import regex as rx
 from guided.grammars.bytedfa import ByteDFA, RegexError, _clip
-from guided.grammars.json_schema_grammar import WHITESPACE, terminal_regex
-from guided.grammars.json_schema_ir import UnsupportedSchemaError
+from guided.json_schema.grammar import WHITESPACE, terminal_regex
+from guided.json_schema.ir import UnsupportedSchemaError
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec
 from guided.grammars.lazy_bytedfa import LazyByteDFA
 
 if TYPE_CHECKING:
-    from guided.grammars.json_schema_grammar import SchemaGrammar
+    from guided.json_schema.grammar import SchemaGrammar
 
 __all__ = ["json_string_dfa", "plain_dfa", "terminal_dfa", "engine_spec"]
 

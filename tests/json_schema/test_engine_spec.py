@@ -1,7 +1,7 @@
 """Schema terminals built from their languages equal the ones compiled from regex text.
 
 The JSON Schema compiler hands the grammar engine automata built straight from code-point
-DFAs (:mod:`guided.grammars.json_schema_dfa`); the Lark text it also writes must mean the
+DFAs (:mod:`guided.json_schema.engine_spec`); the Lark text it also writes must mean the
 same.  Minimal DFAs are unique (up to the canonical numbering ``_prune_and_minimise``
 gives), so equal languages show as equal tables.
 """
@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guided.grammars import json_schema_regex as rx
+from guided.json_schema import regex as rx
 from guided.grammars.bytedfa import ByteDFA, _prune_and_minimise
 from guided.grammars.grammar import Grammar
-from guided.grammars.json_schema import JSONSchema, schema_to_lark
-from guided.grammars.json_schema_dfa import engine_spec, json_string_dfa, plain_dfa
-from guided.grammars.json_schema_formats import decimal_range, format_language, integer_range
+from guided.json_schema import JSONSchema, schema_to_lark
+from guided.json_schema.engine_spec import engine_spec, json_string_dfa, plain_dfa
+from guided.json_schema.formats import decimal_range, format_language, integer_range
 from guided.grammars.lark_loader import load_lark
 
 SETTINGS = settings(max_examples=120, deadline=None)

@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_tokenizer": "guided.tokenizers",
     "Regex": "guided.grammars",
     "Grammar": "guided.grammars",
+    "GrammarWarning": "guided.grammars",
     "JSONSchema": "guided.json_schema",
     "generate": "guided.generation",
     "smc": "guided.generation",

@@ -12,6 +12,7 @@ the same engine.
 """
 
 from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
+from guided.grammars.diagnostics import GrammarWarning
 from guided.grammars.grammar import PYTHON_INDENTER, Grammar, GrammarState, IndenterSpec
 from guided.grammars.lark_loader import GrammarError
 from guided.grammars.regex import Regex, RegexState
@@ -27,6 +28,7 @@ __all__ = [
     "Grammar",
     "GrammarState",
     "GrammarError",
+    "GrammarWarning",
     "IndenterSpec",
     "PYTHON_INDENTER",
     "load_grammar",

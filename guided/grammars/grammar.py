@@ -77,14 +77,17 @@ class Grammar(Constraint):
 
     ``postlex``: an indenter (``IndenterSpec`` or a ``lark.indenter.Indenter``) for
     indentation-sensitive grammars.  Errors (syntax, undefined symbols, bad terminal
-    regexes, empty language) raise :class:`GrammarError` with a line and column.
+    regexes, empty language) raise :class:`GrammarError` with a line and column.  Terminals
+    that collide or can never win warn ``guided.GrammarWarning``; ``strict=True`` raises
+    :class:`GrammarError` for them instead (``guided/grammars/diagnostics.py``).
     """
 
-    def __init__(self, text: str, start: str = "start", *, postlex=None, import_paths=None, source: str = "<grammar>"):
+    def __init__(self, text: str, start: str = "start", *, postlex=None, import_paths=None, source: str = "<grammar>",
+                 strict: bool = False):
         super().__init__()
         self._text = text
         self.start_rule = start
-        self.compiled = _CompiledGrammar(load_lark(text, start, import_paths, source), postlex)
+        self.compiled = _CompiledGrammar(load_lark(text, start, import_paths, source, strict), postlex)
 
     @classmethod
     def from_spec(cls, spec: GrammarSpec, *, text: "str | Callable[[], str]" = "", postlex=None) -> "Grammar":

@@ -19,8 +19,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from guided.constraint import ConstraintError
 from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
+from guided.grammars.diagnostics import TerminalPattern, lexer_findings, report
 
 __all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark"]
 
@@ -132,8 +135,23 @@ def _terminal_dfa(text: str, tdef) -> TerminalSpec:
     return TerminalSpec(tdef.name, source if not is_literal else re.escape(pattern.value), tdef.priority, is_literal, dfa)
 
 
-def load_lark(text: str, start: str = "start", import_paths: list | None = None, source: str = "<grammar>") -> GrammarSpec:
-    """Parse Lark grammar ``text`` and return its BNF rules and compiled terminals."""
+def _terminal_pattern(tdef, spec: TerminalSpec) -> TerminalPattern:
+    """The terminal as the collision check reads it (flags inline, DFA-friendly regex)."""
+    regex = spec.regex
+    for flag in sorted(tdef.pattern.flags):
+        regex = f"(?{flag}:{regex})"
+    first_bytes = frozenset(np.flatnonzero(spec.dfa.row(spec.dfa.start) >= 0).tolist())
+    value = tdef.pattern.value if spec.is_literal else None
+    return TerminalPattern(tdef.name, regex, tdef.priority, spec.is_literal, value, first_bytes)
+
+
+def load_lark(text: str, start: str = "start", import_paths: list | None = None, source: str = "<grammar>",
+              strict: bool = False) -> GrammarSpec:
+    """Parse Lark grammar ``text`` and return its BNF rules and compiled terminals.
+
+    Terminals that collide or can never win warn :class:`~guided.grammars.diagnostics.GrammarWarning`
+    (``strict=True``: raise :class:`GrammarError` instead); see ``diagnostics.py``.
+    """
     from lark.exceptions import GrammarError as LarkGrammarError
     from lark.exceptions import LarkError, UnexpectedInput
     from lark.load_grammar import load_grammar
@@ -161,6 +179,9 @@ def load_lark(text: str, start: str = "start", import_paths: list | None = None,
     except (LarkError, KeyError, IOError) as exc:
         raise GrammarError(f"invalid Lark grammar: {type(exc).__name__}: {exc}") from None
     specs = tuple(_terminal_dfa(text, tdef) for tdef in terminals)
+    report(lexer_findings(map(_terminal_pattern, terminals, specs)), strict,
+           lambda finding: GrammarError(finding.message, *_locate_definition(text, finding.terminals[0]),
+                                        finding.terminals[0]))
     bnf = tuple((r.origin.name, tuple(s.name for s in r.expansion)) for r in rules)
     known = {t.name for t in specs}
     term_uses = {s.name for r in rules for s in r.expansion if s.is_term}

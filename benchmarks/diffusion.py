@@ -42,6 +42,8 @@ from guided.grammars import Grammar, load_grammar  # noqa: E402
 from guided.tokenizers import load_tokenizer  # noqa: E402
 from guided.vocab import Vocabulary  # noqa: E402
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 C_LIKE = r"""
 start: function+
 function: type NAME "(" [params] ")" block
@@ -302,7 +304,7 @@ def main() -> None:
                 row = latency(grammars[name], name, size, tok, vocab, order, budget=args.budget, row_seconds=args.row_seconds)
                 results["latency"].append(row)
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(results, indent=2))  # partial results survive a kill
+                write_results(args.json, results)  # partial results survive a kill
                 inc, scr = row["incremental"], row["from_scratch"]
                 print(
                     f"{name:5s} canvas {size:4d} {order:6s} checks {row['checks']:5d} pos {row['positions_done']}/{size} | incremental p50 {inc['p50_ms']:7.2f} "
@@ -334,7 +336,7 @@ def main() -> None:
                 flush=True,
             )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     print(table(results))
     print("wrote", args.json)
 

@@ -31,6 +31,8 @@ from guided.grammars.shipped import SHIPPED_GRAMMARS  # noqa: E402
 from guided.tokenizers import load_tokenizer  # noqa: E402
 from guided.vocab import Vocabulary  # noqa: E402
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -242,7 +244,7 @@ def main(argv=None):
             print(f"{name:<11}{'/' + anchor:<12}{ratios}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_results(out, results)
     print(f"\nwritten {out}")
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -321,7 +323,7 @@ def main(argv=None) -> int:
         print(f"{name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     print_table(results)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"engines": results}, indent=2))
+        write_results(args.json_out, {"engines": results})
     if args.failures:
         with open(args.failures, "w") as f:
             for eng, sid, kind, detail in failures:
@@ -354,7 +356,7 @@ def _run_parallel(args, names: list) -> int:
             failures.extend(Path(f"{tmp}/{name}.tsv").read_text().splitlines(keepends=True))
     print_table(results)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"engines": results}, indent=2))
+        write_results(args.json_out, {"engines": results})
     if args.failures:
         Path(args.failures).write_text("".join(failures))
     return 0

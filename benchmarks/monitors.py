@@ -59,6 +59,8 @@ import statistics
 import sys
 import time
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 PROJECTS = ("parso", "jedi", "lark")
@@ -372,7 +374,7 @@ def main(argv=None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
+    write_results(args.out, report, indent=1)
     print_table(report)
 
 

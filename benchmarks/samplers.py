@@ -49,6 +49,8 @@ from guided.json_schema import JSONSchema  # noqa: E402
 from guided.samplers import AWRS, SMC, Masking  # noqa: E402
 from guided.vocab import Vocabulary  # noqa: E402
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 PERSON = {
     "type": "object",
     "properties": {
@@ -361,7 +363,7 @@ def main(argv=None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2))
+        write_results(path, results)
         print(f"wrote {path}")
     return 0
 

@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 REPO = Path(__file__).resolve().parents[1]
 
 PERSON = {
@@ -235,7 +237,7 @@ def main() -> None:
     for message in tally.error_messages:
         print("  error:", message)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_results(args.out, report)
     print(f"wrote {args.out}")
     if report["lost"] or tally.invalid or tally.errors:
         sys.exit(1)

@@ -49,6 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from guided.constraint import Constraint, ConstraintState, FinishedState  # noqa: E402
 
+from provenance import write_results  # benchmarks/provenance.py: machine, versions, command, date
+
 MASKBENCH = Path("/work/shared/bench/maskbench")
 CODE_PROMPTS = [
     "import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n        return f.read().splitlines()\n\n\n",
@@ -356,7 +358,7 @@ def main() -> None:
     }
     out = Path(args.json) if args.json else REPO / "benchmarks" / "results" / f"speculative-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    write_results(out, result, default=str)
     print(f"wrote {out}")
 
 

@@ -232,6 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UserError as exc:
         print(f"guided {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        from guided._extras import MissingExtraError
+
+        if not isinstance(exc, MissingExtraError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 class _UserError(Exception):

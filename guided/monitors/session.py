@@ -175,6 +175,9 @@ class LanguageServerSession:
         max_restarts: int = 1,
         first_request_wait_s: float = 30.0,
     ):
+        from guided._extras import require_extra
+
+        require_extra("monitors", "guided.monitors.LanguageServerSession")
         root = pathlib.Path(project_root).resolve()
         if not root.is_dir():
             raise MonitorError(f"{root}: project root is not a directory")

@@ -30,7 +30,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
-from fastapi import FastAPI, Request
+from guided._extras import require_extra
+
+require_extra("server", "guided serve (guided.serve.http)")  # one line naming the extra, not a deep ImportError
+
+from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 

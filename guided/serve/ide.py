@@ -656,6 +656,9 @@ def run_ide(model_path: str | None = None, tokenizer: str | None = None, device:
     """Run the backend: the LSP on stdio (and/or the FIM endpoint) until the editor disconnects."""
     import sys
 
+    from guided._extras import require_extra
+
+    require_extra("ide", "guided ide")
     from guided.serve.engine import Engine, load_model
 
     config = config or IDEConfig()

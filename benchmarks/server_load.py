@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "server_load.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "server-load.json"))
     args = parser.parse_args()
 
     proc = None

@@ -181,4 +181,4 @@ def report(findings: Sequence[LexerFinding], strict: bool, error) -> None:
     for finding in findings:
         if strict:
             raise error(finding)
-        warnings.warn(GrammarWarning(finding.message, finding.terminals, finding.example, finding.kind), stacklevel=5)
+        warnings.warn(GrammarWarning(finding.message, finding.terminals, finding.example, finding.kind), stacklevel=4)  # the Grammar(...) call

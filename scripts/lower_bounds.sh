@@ -32,6 +32,6 @@ echo "core dependencies in $VENV:" >&2
 "$PY" -m pip list 2>/dev/null | grep -iE "^(torch|numpy|transformers|tokenizers|safetensors|quicktok-v1|lark|interegular|pydantic|jsonschema|rich|tqdm) " >&2
 # the core's tests: generate with every constraint kind, the HF LogitsProcessor, JSON Schema,
 # grammars and their diagnostics, vocabularies, the embedded models, the diffusion checker
-exec "$PY" -m pytest -q -p no:cacheprovider tests/test_generate.py tests/test_models.py tests/test_tokenizers.py tests/test_vocab.py tests/integrations/test_huggingface.py \
+exec "$PY" -m pytest -p no:cacheprovider tests/test_generate.py tests/test_models.py tests/test_tokenizers.py tests/test_vocab.py tests/integrations/test_huggingface.py \
     tests/grammars/test_grammar.py tests/grammars/test_diagnostics.py tests/json_schema/test_schema.py \
     tests/diffusion/test_incremental.py "$@"

@@ -145,19 +145,26 @@ def schema_to_lark(
     whitespace: str = "flexible",
     validate: bool = True,
     assert_formats: bool = True,
+    property_order: str = "schema",
 ) -> str:
-    """The Lark grammar (start rule ``start``) for ``schema`` (a dict, bool, JSON text or pydantic model)."""
-    return _compile(schema, strict, whitespace, validate, assert_formats).text
+    """The Lark grammar (start rule ``start``) for ``schema`` (a dict, bool, JSON text or pydantic model).
+
+    With ``property_order="any"`` or ``uniqueItems`` the text's order-free objects and arrays
+    are supersets (commented): the sets they remember are not context-free.
+    """
+    return _compile(schema, strict, whitespace, validate, assert_formats, property_order).text
 
 
-def _compile(schema, strict, whitespace, validate, assert_formats) -> SchemaGrammar:
+def _compile(schema, strict, whitespace, validate, assert_formats, property_order="schema") -> SchemaGrammar:
     if whitespace not in ("flexible", "compact"):
         raise ValueError("whitespace must be 'flexible' or 'compact'")
+    if property_order not in ("schema", "any"):
+        raise ValueError("property_order must be 'schema' or 'any'")
     schema = _load(schema)
     if validate:
         _check_schema(schema)
     ctx = SchemaContext(schema, strict=strict, assert_formats=assert_formats)
-    return build_grammar(ctx, compact=whitespace == "compact")
+    return build_grammar(ctx, compact=whitespace == "compact", property_order=property_order)
 
 
 class JSONSchema(Constraint):
@@ -178,12 +185,14 @@ class JSONSchema(Constraint):
         whitespace: str = "flexible",
         validate: bool = True,
         assert_formats: bool = True,
+        property_order: str = "schema",
     ):
         super().__init__()
         self.schema = _load(schema)
         self.strict = strict
         self.whitespace = whitespace
-        self._schema_grammar = _compile(self.schema, strict, whitespace, validate, assert_formats)
+        self.property_order = property_order
+        self._schema_grammar = _compile(self.schema, strict, whitespace, validate, assert_formats, property_order)
         # the engine's rules and automata straight from the compiler (no Lark text round trip)
         self._grammar = Grammar.from_spec(engine_spec(self._schema_grammar), text=lambda: self._schema_grammar.text)
 

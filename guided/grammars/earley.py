@@ -343,6 +343,11 @@ class Column:
         items: dict = {}
         work: list = []
         for dr2, o2 in self.explicit.get(a, ()):
+            if dr2 < 0:  # a tail item: its completion's effect, already closed
+                for it in o2:
+                    if it not in items:
+                        items[it] = None
+                continue
             it = (dr2 + 1, o2)
             if it not in items:
                 items[it] = None
@@ -364,6 +369,11 @@ class Column:
                             items[it] = None
                     continue
                 for dr2, o2 in o.explicit.get(b, ()):
+                    if dr2 < 0:
+                        for it in o2:
+                            if it not in items:
+                                items[it] = None
+                        continue
                     it = (dr2 + 1, o2)
                     if it not in items:
                         items[it] = None
@@ -409,7 +419,20 @@ class Column:
         # completed items took part in the closure above but play no further part: the
         # column's future is fixed by its waiting items (and whether it accepts)
         accepting = (tables.final_dr, tables.root) in items
-        waiting = [item for item in items if nxt[item[0]] >= 0]
+        # a waiting item whose rule ends with the awaited nonterminal (A -> x . B) is kept as
+        # what completing it does, (-2 - B, the items completing A in its origin gives): the
+        # path that led to it is forgotten (Leo's right-recursion idea), so right-recursive
+        # lists reached along different paths (object members in any order) are one column
+        root = tables.root
+        waiting = []
+        for item in items:
+            dr, o = item
+            s = nxt[dr]
+            if s < 0:
+                continue
+            if s >= n_t and nxt[dr + 1] < 0 and o is not root:
+                item = (-2 - s, frozenset(o.completed(lhs_of[dr])))
+            waiting.append(item)
         key = frozenset(waiting)
         interned = tables._interned[accepting]
         hit = interned.get(key)
@@ -420,7 +443,7 @@ class Column:
         interned[key] = col
         explicit: dict[int, list] = {}
         for item in waiting:
-            s = nxt[item[0]]
+            s = nxt[item[0]] if item[0] >= 0 else -2 - item[0]
             lst = explicit.get(s)
             if lst is None:
                 explicit[s] = [item]

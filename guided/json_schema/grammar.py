@@ -16,7 +16,10 @@ property may be absent.  The chain of rules ``members(i, state)`` has one rule p
 property and count state (not one alternative per subset), and commas are placed by
 whether anything was written before.  Properties not named by the schema follow the named
 ones; their keys are terminals that exclude the named keys, split into regions by the
-``patternProperties`` they match.
+``patternProperties`` they match.  With ``property_order="any"`` an object's members, and
+with ``uniqueItems`` an array's items from a finite set, are a *family* of nonterminals,
+one per set written, that the parser makes as it reaches them
+(:mod:`guided.json_schema.families`).
 
     >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), compact=True).text
     'start: J0\\nJ0: /[1-9]|[1-9][0-9]+/\\n'     # (shape of the output)

@@ -175,8 +175,16 @@ class ParserTables:
         self.lhs: list[int] = []
         self.rules_of: dict[int, list[int]] = _RulesOf()
         self.rules_of.tables = self
-        for lhs, rhs in rules:
-            self._lay_out(nt_id[lhs], rhs)
+        tid, nxt, lhs_of, rules_of = self.terminal_id, self.next_symbol, self.lhs, self.rules_of
+        for lhs, rhs in rules:  # (inline: large schemas have tens of thousands of rules)
+            a = nt_id[lhs]
+            rules_of.setdefault(a, []).append(len(nxt))
+            for s in rhs:
+                i = tid.get(s)
+                nxt.append(i if i is not None else nt_id[s] if s in nt_id else self._symbol_id(s))
+                lhs_of.append(a)
+            nxt.append(-1)
+            lhs_of.append(a)
         self.start_dr = 0
         self.final_dr = 1  # $start -> start .
         self.used_terminals = frozenset(s for s in self.next_symbol if 0 <= s < n_terms)

@@ -84,15 +84,26 @@ class PropertySet:
     def productive(self, state: tuple) -> bool:
         """Can ``}`` still be reached from ``state``?"""
         seen, c, w, _ = state
-        todo = [k for i, k in enumerate(self.keys) if k[2] and not seen >> i & 1]
-        free = [k for i, k in enumerate(self.keys) if not k[2] and not seen >> i & 1]
-        need = len(todo)
-        if not (w or any(k[3] for k in todo)):
-            if not (any(k[3] for k in free) or any(x[1] for x in self.extras)):
+        return self._productive(c, w, *self._unseen(seen))
+
+    def _unseen(self, seen: int) -> list[int]:
+        """[required, required witnesses, optional, optional witnesses] among the unseen keys."""
+        counts = [0, 0, 0, 0]
+        for i, (_, _, req, wit) in enumerate(self.keys):
+            if not seen >> i & 1:
+                j = 0 if req else 2
+                counts[j] += 1
+                counts[j + 1] += wit
+        return counts
+
+    def _productive(self, c: int, w: bool, todo: int, todo_wit: int, free: int, free_wit: int) -> bool:
+        need = todo
+        if not (w or todo_wit):
+            if not (free_wit or any(x[1] for x in self.extras)):
                 return False
             need += 1
         need = max(need, self.min_p - c)
-        if not self.extras and need > len(todo) + len(free):
+        if not self.extras and need > todo + free:
             return False
         return self.max_p is None or c + need <= self.max_p
 
@@ -108,14 +119,19 @@ class PropertySet:
             return []
         sep = [] if first else [COMMA]
         out = []
-        for i, (key, val, _, wit) in enumerate(self.keys):
+        unseen = self._unseen(seen)  # counted once: a key's step changes them by one
+        for i, (key, val, req, wit) in enumerate(self.keys):
             if not seen >> i & 1:
                 nxt = self.step(state, i, wit)
-                if self.productive(nxt):
+                after = list(unseen)
+                j = 0 if req else 2
+                after[j] -= 1
+                after[j + 1] -= wit
+                if self._productive(nxt[1], nxt[2], *after):
                     out.append((sep + [key, COLON, val], nxt))
         for member, wit in self.extras:
             nxt = self.step(state, None, wit)
-            if self.productive(nxt):
+            if self._productive(nxt[1], nxt[2], *unseen):
                 out.append((sep + [member], nxt))
         return out
 

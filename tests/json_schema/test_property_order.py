@@ -179,3 +179,30 @@ def test_schema_order_stays_the_default(vocab):
     assert accepts(JSONSchema(schema, property_order="any"), vocab, '{"b": 2, "a": 1}')
     with pytest.raises(ValueError):
         JSONSchema(schema, property_order="sorted")
+
+
+COUNTED = [
+    {"type": "object", "oneOf": [
+        {"properties": {"a": {"type": "integer"}}, "additionalProperties": False},
+        {"properties": {"b": {"type": "integer"}}, "additionalProperties": False}]},
+    {"type": "object", "properties": {"a": {}}, "not": {"properties": {"a": {}}, "additionalProperties": False}},
+    {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}},
+     "minProperties": 2, "maxProperties": 3, "dependentRequired": {"c": ["a"]}},
+    {"type": "object", "patternProperties": {"^x": {"type": "integer"}}, "properties": {"xa": {"minimum": 1}},
+     "required": ["xa"], "additionalProperties": False, "maxProperties": 3},
+]
+
+
+@pytest.fixture(scope="module")
+def counted():
+    return [JSONSchema(s, property_order="any") for s in COUNTED]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.dictionaries(st.sampled_from(["a", "b", "c", "x", "xa", "xb"]),
+                             st.integers(0, 2) | st.booleans(), max_size=5), data=st.data())
+def test_counts_witnesses_and_patterns_in_any_order(vocab, counted, value, data):
+    value = _shuffled(value, data)
+    for schema, c in zip(COUNTED, counted):
+        valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+        assert accepts(c, vocab, json.dumps(value)) == valid, (schema, value)

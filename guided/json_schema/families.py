@@ -142,12 +142,20 @@ class PropertySet:
 
 @dataclass
 class UniqueValues:
-    """An array of distinct items from a finite set: ``values`` holds each distinct value's
-    spellings (lists of symbols), the item count within ``[min_items, max_items]``."""
+    """An array of distinct items from finite sets: ``values`` holds each distinct value's
+    spellings (lists of symbols); item ``i`` takes a value of ``positions[i]`` (indices into
+    ``values``), later items one of ``rest``; the item count is within ``[min_items, max_items]``."""
 
     values: list
+    positions: list
+    rest: frozenset
     min_items: int
     max_items: int | None
+
+    def __post_init__(self):
+        longest = len(self.positions) + len(self.rest)
+        self.max_items = longest if self.max_items is None else min(self.max_items, longest)
+        self._productive: dict = {}
 
     def symbols(self) -> list[str]:
         return [s for spellings in self.values for sp in spellings for s in sp if not s.startswith('"')]
@@ -165,24 +173,48 @@ class UniqueValues:
     def requirements(self) -> tuple:
         return ()
 
-    # -- states: the values written, as a bit set --
+    # -- states: the values written, as a bit set (their number is the next position) --
     def initial(self) -> int:
         return 0
 
     def can_end(self, seen: int) -> bool:
         return seen.bit_count() >= self.min_items
 
+    def allowed(self, position: int) -> frozenset:
+        return self.positions[position] if position < len(self.positions) else self.rest
+
     def productive(self, seen: int) -> bool:
-        n = seen.bit_count()
-        return (self.max_items is None or n <= self.max_items) and len(self.values) >= self.min_items
+        """Can the items still missing for ``min_items`` get distinct values not in ``seen``?
+        (A matching of positions to values, by augmenting paths.)"""
+        hit = self._productive.get(seen)
+        if hit is None:
+            n = seen.bit_count()
+            hit = n <= self.max_items and self._matchable(seen, range(n, self.min_items))
+            self._productive[seen] = hit
+        return hit
+
+    def _matchable(self, seen: int, positions: range) -> bool:
+        owner: dict = {}  # value index -> position
+
+        def place(p: int, visited: set) -> bool:
+            for j in self.allowed(p):
+                if seen >> j & 1 or j in visited:
+                    continue
+                visited.add(j)
+                if j not in owner or place(owner[j], visited):
+                    owner[j] = p
+                    return True
+            return False
+
+        return all(place(p, set()) for p in positions)
 
     def alternatives(self, seen: int) -> list[tuple[list, int]]:
         n = seen.bit_count()
-        if self.max_items is not None and n >= self.max_items:
+        if n >= self.max_items:
             return []
         sep = [COMMA] if n else []
-        return [(sep + list(sp), seen | 1 << j)
-                for j, spellings in enumerate(self.values) if not seen >> j & 1 for sp in spellings]
+        return [(sep + list(sp), seen | 1 << j) for j in sorted(self.allowed(n))
+                if not seen >> j & 1 and self.productive(seen | 1 << j) for sp in self.values[j]]
 
     def name(self, family: int, seen: int) -> str:
         return f"@u{family}.{seen:x}"

@@ -427,23 +427,41 @@ class _Builder:
         return chain(M, None)
 
     def unique_alts(self, sh: Shape, n_prefix: int) -> list[list[str]] | None:
-        """``uniqueItems: true`` over items from a finite set (enum, const, boolean, null): a
-        family of item sets.  Other items raise (``strict``) or are not kept distinct (None)."""
-        rest = tuple(ap.rest for ap in sh.arr_parts if ap.rest is not None)
-        values = self.finite_values(rest) if n_prefix == 0 else None
-        if values is None:
-            if not self.ctx.strict:
-                return None
-            what = "prefixItems" if n_prefix else "items that are not from a finite set (enum, const, boolean, null)"
-            raise UnsupportedSchemaError("uniqueItems", sh.unique,
-                                         f"distinct {what} are not supported: the mask would have to compare "
-                                         "each item with the earlier ones before it is complete")
-        M = sh.max_items if sh.max_items is not None else len(values)
-        return self.family_alts(UniqueValues(values, sh.min_items, min(M, len(values))), _LSQB, _RSQB)
+        """``uniqueItems: true`` over items from finite sets (enum, const, boolean, null), per
+        position (``prefixItems``) and after: a family of item sets.  Other items raise
+        (``strict``) or are not kept distinct (None)."""
+        found: list = []  # [(value, spellings)], the distinct values of every position
+        positions = []
+        for i in range(n_prefix + 1):
+            subs = tuple(s for ap in sh.arr_parts
+                         for s in [ap.prefix[i] if i < len(ap.prefix) else ap.rest] if s is not None)
+            values = self.finite_values(subs)
+            if values is None:
+                if i < n_prefix or sh.max_items is None or sh.max_items > n_prefix:
+                    if not self.ctx.strict:
+                        return None
+                    raise UnsupportedSchemaError(
+                        "uniqueItems", sh.unique, "distinct items that are not from a finite set (enum, const, "
+                        "boolean, null) are not supported: the mask would have to compare each item with the "
+                        "earlier ones before it is complete")
+                values = []  # no item can be there (maxItems)
+            indices = set()
+            for v, spellings in values:
+                for j, (w, known) in enumerate(found):
+                    if json_equal(v, w):
+                        known.extend(sp for sp in spellings if sp not in known)
+                        break
+                else:
+                    j = len(found)
+                    found.append((v, list(spellings)))
+                indices.add(j)
+            positions.append(frozenset(indices))
+        family = UniqueValues([sp for _, sp in found], positions[:-1], positions[-1], sh.min_items, sh.max_items)
+        return self.family_alts(family, _LSQB, _RSQB)
 
-    def finite_values(self, subs: tuple) -> list[list[list[str]]] | None:
-        """Spellings of each distinct value satisfying every schema in ``subs``, when those
-        values are finitely many; else None."""
+    def finite_values(self, subs: tuple) -> list | None:
+        """``(value, spellings)`` for each distinct value satisfying every schema in ``subs``,
+        when those values are finitely many; else None."""
         ctx = self.ctx
         uniq = tuple({id(s.schema): s for s in subs if s.schema is not True}.values())
         if any(s.schema is False for s in uniq):
@@ -475,7 +493,7 @@ class _Builder:
                         break
                 else:
                     found.append((v, [spelling]))
-        return [spellings for _, spellings in found]
+        return found
 
     # -- objects -----------------------------------------------------------------------
     def object_alts(self, sh: Shape, base: str) -> list[list[str]]:

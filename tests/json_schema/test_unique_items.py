@@ -102,3 +102,30 @@ def test_infinite_item_sets_are_refused_with_keyword_and_pointer(vocab):
         assert e.value.keyword == "uniqueItems" and e.value.pointer == "#/properties/a/uniqueItems"
     relaxed = JSONSchema({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, strict=False)
     assert accepts(relaxed, vocab, '["a", "a"]')  # documented: not kept distinct when relaxed
+
+
+PREFIXED = [
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"enum": [True, 1, "a"]}], "items": False,
+     "uniqueItems": True},
+    {"type": "array", "prefixItems": [{"const": "a"}], "items": {"enum": ["a", "b", "c"]}, "uniqueItems": True,
+     "minItems": 3},
+    {"type": "array", "prefixItems": [{"enum": ["a", "b"]}, {"enum": ["a", "b"]}], "items": {"type": "string"},
+     "maxItems": 2, "uniqueItems": True},
+]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.sampled_from([True, False, 1, 1.0, "a", "b", "c"]), max_size=5))
+def test_prefix_items_take_distinct_values(vocab, items):
+    for schema in PREFIXED:
+        valid = jsonschema.Draft202012Validator(schema).is_valid(items)
+        assert accepts(_compiled(json.dumps(schema)), vocab, json.dumps(items)) == valid, (schema, items)
+
+
+_CACHE: dict = {}
+
+
+def _compiled(text: str) -> JSONSchema:
+    if text not in _CACHE:
+        _CACHE[text] = JSONSchema(json.loads(text))
+    return _CACHE[text]

@@ -66,3 +66,14 @@ def test_a_lazy_name_the_provider_does_not_know_is_a_grammar_error():
     with pytest.raises(GrammarError):
         Grammar.from_spec(type(spec)(spec.terminals, spec.rules + (("start", ("@zz",)),), spec.ignore, spec.start,
                                      spec.declared, DistinctLetters()))
+
+
+def test_the_same_set_written_in_another_order_is_one_parser_state(vocab):
+    """Right-recursive tail items are kept as their completion's effect, not their path."""
+    lazy, _ = _lazy_grammar()
+    state = lazy.start(vocab)
+    # (the last letter is a lexeme still open: the same one in each)
+    abc, bac, adc = (state.advance_bytes(x) for x in (b"<abc", b"<bac", b"<adc"))
+    assert abc.cache_key() == bac.cache_key() != adc.cache_key()
+    explicit = _explicit_grammar().start(vocab)  # written out, the two orders are two rules
+    assert explicit.advance_bytes(b"<abc").cache_key() != explicit.advance_bytes(b"<bac").cache_key()

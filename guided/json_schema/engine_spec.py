@@ -328,8 +328,8 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
                     variants = [v + (s,) for v in variants]
             rules.extend((lhs, v) for v in variants)
     lazy = None
-    if grammar.families:
-        for fam in grammar.families:  # their punctuation terminals exist before the lexer is built
+    if any(grammar.families):
+        for fam in filter(None, grammar.families):  # their punctuation terminals exist before the lexer is built
             for sym in fam.punctuation():
                 symbol(sym)
         lazy = SchemaFamilies(grammar.families, symbol)

@@ -237,7 +237,8 @@ class SchemaFamilies(LazyRules):
         self.symbol = symbol
         self.states: dict[str, tuple] = {}  # name -> (family, state)
         for i, fam in enumerate(families):
-            self.states[entry_name(i, fam)] = (i, fam.initial())
+            if fam is not None:  # (None: a family no rule uses)
+                self.states[entry_name(i, fam)] = (i, fam.initial())
 
     def _name(self, i: int, state) -> str:
         name = self.families[i].name(i, state)
@@ -248,7 +249,7 @@ class SchemaFamilies(LazyRules):
         return name in self.states
 
     def uses(self) -> set:
-        return {s for fam in self.families for s in fam.symbols()}
+        return {s for fam in self.families if fam is not None for s in fam.symbols()}
 
     def nullable(self, name: str) -> bool:
         i, state = self.states[name]

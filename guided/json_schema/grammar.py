@@ -702,7 +702,9 @@ class _Builder:
     def output(self, start: str, compact: bool) -> "SchemaGrammar":
         rules = _prune(self.rules, start, set(self.terminals.values()), self.families)
         used = {s.rstrip("?") for alts in rules.values() for a in alts for s in a} | {start}
-        used |= {s for f in self.families for s in f.symbols()}
+        # families no kept rule uses are gone (None keeps the others' numbers, their names)
+        self.families = [f if entry_name(i, f) in used else None for i, f in enumerate(self.families)]
+        used |= {s for f in self.families if f is not None for s in f.symbols()}
         terminals = {name: source for source, name in self.terminals.items() if name in used}
         return SchemaGrammar(start, rules, terminals, compact, dict(self.origins), self.families)
 
@@ -761,6 +763,8 @@ def family_text(families: list) -> list[str]:
     comment saying what the parser's state adds."""
     lines = []
     for i, fam in enumerate(families):
+        if fam is None:
+            continue
         name = _lark_name(entry_name(i, fam))
         if isinstance(fam, PropertySet):
             members = [f"{k} {_COLON} {v}" for k, v, _, _ in fam.keys] + [x for x, _ in fam.extras]

@@ -129,3 +129,10 @@ def _compiled(text: str) -> JSONSchema:
     if text not in _CACHE:
         _CACHE[text] = JSONSchema(json.loads(text))
     return _CACHE[text]
+
+
+def test_grammar_text_writes_the_repetition_free_superset(vocab):
+    c = JSONSchema(PREFIXED[0])
+    text_grammar = Grammar(c.grammar_text)
+    assert accepts(text_grammar, vocab, "[true, true]") and not accepts(c, vocab, "[true, true]")
+    assert accepts(text_grammar, vocab, "[true, 1]") and accepts(c, vocab, "[true, 1]")

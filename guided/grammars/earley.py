@@ -11,7 +11,10 @@ is shared by all its continuations (copy/rollback is free) and ``scan`` results 
 
 Columns are hash-consed: two columns with the same waiting items (same dotted rules, same
 origin objects) and the same acceptance are one object, so prefixes that leave the parser in the same configuration (a
-left-recursive list one element longer, say) share every cache attached to the column.
+left-recursive list one element longer, say) share every cache attached to the column.  A
+waiting item whose rule ends with the awaited nonterminal is kept as what its completion
+does, not as the path that led to it, so right-recursive lists reached along different
+paths (a set of object properties written in another order) are one column too.
 
 The items predicted in a column (origin = that column) depend only on which nonterminals
 are predicted, so they are kept implicitly as a shared, cached :class:`_Prediction`.

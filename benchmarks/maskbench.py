@@ -68,7 +68,7 @@ class GuidedEngine:
         from guided.json_schema import UnsatisfiableSchemaError
 
         try:
-            c = JSONSchema(schema)
+            c = JSONSchema(schema, property_order="any")  # what JSON Schema means: objects are unordered
             state = c.start(self.vocab)
         except UnsatisfiableSchemaError:
             # compiled, and known to accept nothing: every instance is rejected

@@ -11,10 +11,17 @@ is shared by all its continuations (copy/rollback is free) and ``scan`` results 
 
 Columns are hash-consed: two columns with the same waiting items (same dotted rules, same
 origin objects) and the same acceptance are one object, so prefixes that leave the parser in the same configuration (a
-left-recursive list one element longer, say) share every cache attached to the column.
+left-recursive list one element longer, say) share every cache attached to the column.  A
+waiting item whose rule ends with the awaited nonterminal is kept as what its completion
+does, not as the path that led to it, so right-recursive lists reached along different
+paths (a set of object properties written in another order) are one column too.
 
 The items predicted in a column (origin = that column) depend only on which nonterminals
 are predicted, so they are kept implicitly as a shared, cached :class:`_Prediction`.
+Some nonterminals may be *lazy* (``lazy``, a :class:`LazyRules`): their rules are asked for
+when they are first predicted, so a grammar may have more nonterminals than could be listed
+(one per set of object properties already written, say); only those a parse reaches exist.
+
 Nullable nonterminals are handled by the Aycock-Horspool trick (an item before a nullable
 symbol is also added with the dot moved past it), so no completion ever has to look at
 the column being built.  Rules that derive no terminal string or are unreachable are
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 from guided.grammars.lark_loader import GrammarError
 
-__all__ = ["ParserTables", "Column"]
+__all__ = ["ParserTables", "Column", "LazyRules"]
 
 _START = "$start"
 
@@ -67,10 +74,54 @@ def derivable(rules, is_nonterminal, terminal_ok) -> set:
     return done
 
 
-class ParserTables:
-    """Dotted rules, nullability and prediction closures of a BNF grammar."""
+class LazyRules:
+    """Nonterminals whose rules are made on first prediction (a base class to fill in).
 
-    def __init__(self, rules, terminal_names: list[str], start: str, available_terminals=None):
+    Contract: every lazy nonterminal derives some terminal string (the parser relies on every
+    item it makes being completable), its rules use only terminals, the grammar's own
+    nonterminals (those listed by :meth:`uses`, each deriving something) and lazy
+    nonterminals, and a parse position predicts finitely many of them.
+
+        >>> class Counter(LazyRules):            # a^n b^n for n >= 1, one nonterminal per n
+        ...     def __contains__(self, name): return name.startswith("@")
+        ...     def nullable(self, name): return False
+        ...     def rules(self, name): return [("A", "B")]  # (any symbols, lazy ones included)
+    """
+
+    def __contains__(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def nullable(self, name: str) -> bool:
+        """Does ``name`` derive the empty string?"""
+        raise NotImplementedError
+
+    def rules(self, name: str) -> list:
+        """The right-hand sides (tuples of symbol names) of ``name``'s rules."""
+        raise NotImplementedError
+
+    def uses(self) -> set:
+        """The grammar's own nonterminals that lazy rules may use (kept by pruning)."""
+        return set()
+
+
+class _RulesOf(dict):
+    """Dotted-rule starts by nonterminal id; a lazy nonterminal's are laid out on first look-up."""
+
+    __slots__ = ("tables",)
+
+    def get(self, a, default=None):
+        hit = dict.get(self, a)
+        if hit is None and a in self.tables.lazy_names:
+            hit = self.tables._lay_out_lazy(a)
+        return default if hit is None else hit
+
+
+class ParserTables:
+    """Dotted rules, nullability and prediction closures of a BNF grammar (with ``lazy``
+    nonterminals, see :class:`LazyRules`)."""
+
+    def __init__(self, rules, terminal_names: list[str], start: str, available_terminals=None,
+                 lazy: LazyRules | None = None):
         self.terminal_names = list(terminal_names)
         self.terminal_id = {n: i for i, n in enumerate(self.terminal_names)}
         n_terms = len(self.terminal_names)
@@ -79,24 +130,27 @@ class ParserTables:
         # prune rules: productive first, then reachable from start
         rules = [(lhs, tuple(rhs)) for lhs, rhs in rules]
         nonterminals = {lhs for lhs, _ in rules}
+        self.lazy = lazy
+        is_lazy = (lambda s: False) if lazy is None else (lambda s: s not in nonterminals and s in lazy)
         for lhs, rhs in rules:
             for s in rhs:
-                if s not in self.terminal_id and s not in nonterminals:
+                if s not in self.terminal_id and s not in nonterminals and not is_lazy(s):
                     raise GrammarError(f"symbol {s!r} used in rule {lhs!r} is not defined", name=s)
-        productive = derivable(rules, nonterminals.__contains__, lambda s: self.terminal_id[s] in usable)
+        # lazy nonterminals are productive by their contract
+        productive = derivable(rules, nonterminals.__contains__, lambda s: is_lazy(s) or self.terminal_id[s] in usable)
         if start not in productive:
             raise GrammarError(f"the grammar's language is empty: rule {start!r} derives no finite string", name=start)
         rules = [
             (lhs, rhs)
             for lhs, rhs in rules
             if lhs in productive
-            and all((s in productive) if s in nonterminals else (self.terminal_id[s] in usable) for s in rhs)
+            and all((s in productive) if s in nonterminals else (is_lazy(s) or self.terminal_id[s] in usable) for s in rhs)
         ]
         by_lhs: dict[str, list] = {}
         for lhs, rhs in rules:
             by_lhs.setdefault(lhs, []).append(rhs)
-        reachable = {start}
-        stack = [start]
+        reachable = {start} | ({s for s in lazy.uses() if s in nonterminals} if lazy is not None else set())
+        stack = list(reachable)
         while stack:
             a = stack.pop()
             for rhs in by_lhs.get(a, ()):
@@ -110,31 +164,33 @@ class ParserTables:
         names = [_START] + sorted({lhs for lhs, _ in rules} - {_START})
         self.nonterminal_names = names
         nt_id = {n: n_terms + i for i, n in enumerate(names)}
+        self._nt_id = nt_id
         self.n_terminals = n_terms
         self.symbol_name = self.terminal_names + names
+        self.lazy_names: dict[int, str] = {}  # id -> name of the lazy nonterminals met so far
 
-        def sym(s: str) -> int:
-            return self.terminal_id[s] if s in self.terminal_id else nt_id[s]
+        # nullable nonterminals (a set: lazy ones join as they are met)
+        nullable = derivable(rules, nt_id.__contains__, lambda s: is_lazy(s) and lazy.nullable(s))
+        self.nullable = {nt_id[a] for a in nullable}
 
         # dotted rules laid out consecutively: dr + 1 moves the dot one symbol right
         self.next_symbol: list[int] = []  # -1 when the dot is at the end
         self.lhs: list[int] = []
-        self.rules_of: dict[int, list[int]] = {}
-        for lhs, rhs in rules:
+        self.rules_of: dict[int, list[int]] = _RulesOf()
+        self.rules_of.tables = self
+        tid, nxt, lhs_of, rules_of = self.terminal_id, self.next_symbol, self.lhs, self.rules_of
+        for lhs, rhs in rules:  # (inline: large schemas have tens of thousands of rules)
             a = nt_id[lhs]
-            self.rules_of.setdefault(a, []).append(len(self.next_symbol))
+            rules_of.setdefault(a, []).append(len(nxt))
             for s in rhs:
-                self.next_symbol.append(sym(s))
-                self.lhs.append(a)
-            self.next_symbol.append(-1)
-            self.lhs.append(a)
+                i = tid.get(s)
+                nxt.append(i if i is not None else nt_id[s] if s in nt_id else self._symbol_id(s))
+                lhs_of.append(a)
+            nxt.append(-1)
+            lhs_of.append(a)
         self.start_dr = 0
         self.final_dr = 1  # $start -> start .
         self.used_terminals = frozenset(s for s in self.next_symbol if 0 <= s < n_terms)
-
-        # nullable nonterminals
-        nullable = derivable(rules, nt_id.__contains__, lambda s: False)
-        self.nullable = frozenset(nt_id[a] for a in nullable)
         self._prediction_cache: dict[frozenset, _Prediction] = {}
         self._closure_cache: dict[int, frozenset] = {}
         self._expectations: dict[frozenset, tuple] = {}
@@ -148,6 +204,34 @@ class ParserTables:
         self.root.pred = _Prediction.empty()
         self.root._completions = {}
         self.root.tables = self
+
+    def _symbol_id(self, s: str) -> int:
+        hit = self.terminal_id.get(s)
+        if hit is None:
+            hit = self._nt_id.get(s)
+        if hit is None:  # a lazy nonterminal met for the first time
+            if self.lazy is None or s not in self.lazy:
+                raise GrammarError(f"symbol {s!r} is not defined", name=s)
+            hit = self._nt_id[s] = len(self.symbol_name)
+            self.symbol_name.append(s)
+            self.lazy_names[hit] = s
+            if self.lazy.nullable(s):
+                self.nullable.add(hit)
+        return hit
+
+    def _lay_out(self, a: int, rhs) -> None:
+        self.rules_of.setdefault(a, []).append(len(self.next_symbol))
+        for s in rhs:
+            self.next_symbol.append(self._symbol_id(s))
+            self.lhs.append(a)
+        self.next_symbol.append(-1)
+        self.lhs.append(a)
+
+    def _lay_out_lazy(self, a: int) -> list:
+        dict.__setitem__(self.rules_of, a, [])
+        for rhs in self.lazy.rules(self.lazy_names[a]):
+            self._lay_out(a, rhs)
+        return dict.__getitem__(self.rules_of, a)
 
     # -- predictions -------------------------------------------------------------------------
     def predicted_closure(self, a: int) -> frozenset:
@@ -270,6 +354,11 @@ class Column:
         items: dict = {}
         work: list = []
         for dr2, o2 in self.explicit.get(a, ()):
+            if dr2 < 0:  # a tail item: its completion's effect, already closed
+                for it in o2:
+                    if it not in items:
+                        items[it] = None
+                continue
             it = (dr2 + 1, o2)
             if it not in items:
                 items[it] = None
@@ -291,6 +380,11 @@ class Column:
                             items[it] = None
                     continue
                 for dr2, o2 in o.explicit.get(b, ()):
+                    if dr2 < 0:
+                        for it in o2:
+                            if it not in items:
+                                items[it] = None
+                        continue
                     it = (dr2 + 1, o2)
                     if it not in items:
                         items[it] = None
@@ -336,7 +430,20 @@ class Column:
         # completed items took part in the closure above but play no further part: the
         # column's future is fixed by its waiting items (and whether it accepts)
         accepting = (tables.final_dr, tables.root) in items
-        waiting = [item for item in items if nxt[item[0]] >= 0]
+        # a waiting item whose rule ends with the awaited nonterminal (A -> x . B) is kept as
+        # what completing it does, (-2 - B, the items completing A in its origin gives): the
+        # path that led to it is forgotten (Leo's right-recursion idea), so right-recursive
+        # lists reached along different paths (object members in any order) are one column
+        root = tables.root
+        waiting = []
+        for item in items:
+            dr, o = item
+            s = nxt[dr]
+            if s < 0:
+                continue
+            if s >= n_t and nxt[dr + 1] < 0 and o is not root:
+                item = (-2 - s, frozenset(o.completed(lhs_of[dr])))
+            waiting.append(item)
         key = frozenset(waiting)
         interned = tables._interned[accepting]
         hit = interned.get(key)
@@ -347,7 +454,7 @@ class Column:
         interned[key] = col
         explicit: dict[int, list] = {}
         for item in waiting:
-            s = nxt[item[0]]
+            s = nxt[item[0]] if item[0] >= 0 else -2 - item[0]
             lst = explicit.get(s)
             if lst is None:
                 explicit[s] = [item]

@@ -143,7 +143,7 @@ class _CompiledGrammar:
             for special in (self.indenter.INDENT_type, self.indenter.DEDENT_type):
                 if special in names:
                     available.add(names.index(special))
-        self.tables = ParserTables(spec.rules, names, start, available)
+        self.tables = ParserTables(spec.rules, names, start, available, lazy=spec.lazy)
         tid = self.tables.terminal_id
         self.n_lexable = n_lexable
         self.ignore = frozenset(tid[n] for n in spec.ignore if n in tid)

@@ -55,6 +55,7 @@ class GrammarSpec:
     ignore: tuple[str, ...]
     start: str
     declared: tuple[str, ...]  # %declare'd terminals (no pattern; produced by a post-lexer)
+    lazy: object = field(default=None, compare=False)  # an earley.LazyRules: nonterminals made on demand
 
 
 # Lark's own terminals that use lookbehind / lazy repeats, and DFA equivalents.  Under

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Hashable
 
 from guided.json_schema import regex as rx
 from guided.grammars.bytedfa import ByteDFA, RegexError, _clip
+from guided.json_schema.families import SchemaFamilies
 from guided.json_schema.grammar import WHITESPACE, terminal_regex
 from guided.json_schema.ir import UnsupportedSchemaError
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec
@@ -326,4 +327,10 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
                     s = symbol(sym)
                     variants = [v + (s,) for v in variants]
             rules.extend((lhs, v) for v in variants)
-    return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), ignore, "start", ())
+    lazy = None
+    if any(grammar.families):
+        for fam in filter(None, grammar.families):  # their punctuation terminals exist before the lexer is built
+            for sym in fam.punctuation():
+                symbol(sym)
+        lazy = SchemaFamilies(grammar.families, symbol)
+    return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), ignore, "start", (), lazy)

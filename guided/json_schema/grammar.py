@@ -16,7 +16,10 @@ property may be absent.  The chain of rules ``members(i, state)`` has one rule p
 property and count state (not one alternative per subset), and commas are placed by
 whether anything was written before.  Properties not named by the schema follow the named
 ones; their keys are terminals that exclude the named keys, split into regions by the
-``patternProperties`` they match.
+``patternProperties`` they match.  With ``property_order="any"`` an object's members, and
+with ``uniqueItems`` an array's items from a finite set, are a *family* of nonterminals,
+one per set written, that the parser makes as it reaches them
+(:mod:`guided.json_schema.families`).
 
     >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), compact=True).text
     'start: J0\\nJ0: /[1-9]|[1-9][0-9]+/\\n'     # (shape of the output)
@@ -28,12 +31,13 @@ import json
 import math
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
 from guided.json_schema import regex as rx
 from guided.grammars.earley import derivable
+from guided.json_schema.families import PropertySet, UniqueValues, entry_name
 from guided.json_schema.formats import (
     NEGATIVE_ZERO,
     any_number,
@@ -89,8 +93,10 @@ def _opt(sym: str) -> str:
 
 
 class _Builder:
-    def __init__(self, ctx: SchemaContext):
+    def __init__(self, ctx: SchemaContext, property_order: str = "schema"):
         self.ctx = ctx
+        self.property_order = property_order
+        self.families: list = []  # PropertySet / UniqueValues, named by index (families.entry_name)
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[tuple, str] = {}  # source (see terminal) -> name
         self.origins: dict[str, tuple[str, str]] = {}  # terminal name -> (keyword, JSON pointer)
@@ -365,6 +371,10 @@ class _Builder:
         parts = sh.arr_parts
         P = max((len(ap.prefix) for ap in parts), default=0)
         m, M = sh.min_items, sh.max_items
+        if sh.unique:
+            unique = self.unique_alts(sh, P)
+            if unique is not None:
+                return unique
         values = []
         for i in range(P):
             subs = []
@@ -416,6 +426,75 @@ class _Builder:
             raise UnsupportedSchemaError("maxItems", sh.pointer, "array length bounds too large")
         return chain(M, None)
 
+    def unique_alts(self, sh: Shape, n_prefix: int) -> list[list[str]] | None:
+        """``uniqueItems: true`` over items from finite sets (enum, const, boolean, null), per
+        position (``prefixItems``) and after: a family of item sets.  Other items raise
+        (``strict``) or are not kept distinct (None)."""
+        found: list = []  # [(value, spellings)], the distinct values of every position
+        positions = []
+        for i in range(n_prefix + 1):
+            subs = tuple(s for ap in sh.arr_parts
+                         for s in [ap.prefix[i] if i < len(ap.prefix) else ap.rest] if s is not None)
+            values = self.finite_values(subs)
+            if values is None:
+                if i < n_prefix or sh.max_items is None or sh.max_items > n_prefix:
+                    if not self.ctx.strict:
+                        return None
+                    raise UnsupportedSchemaError(
+                        "uniqueItems", sh.unique, "distinct items that are not from a finite set (enum, const, "
+                        "boolean, null) are not supported: the mask would have to compare each item with the "
+                        "earlier ones before it is complete")
+                values = []  # no item can be there (maxItems)
+            indices = set()
+            for v, spellings in values:
+                for j, (w, known) in enumerate(found):
+                    if json_equal(v, w):
+                        known.extend(sp for sp in spellings if sp not in known)
+                        break
+                else:
+                    j = len(found)
+                    found.append((v, list(spellings)))
+                indices.add(j)
+            positions.append(frozenset(indices))
+        family = UniqueValues([sp for _, sp in found], positions[:-1], positions[-1], sh.min_items, sh.max_items)
+        return self.family_alts(family, _LSQB, _RSQB)
+
+    def finite_values(self, subs: tuple) -> list | None:
+        """``(value, spellings)`` for each distinct value satisfying every schema in ``subs``,
+        when those values are finitely many; else None."""
+        ctx = self.ctx
+        uniq = tuple({id(s.schema): s for s in subs if s.schema is not True}.values())
+        if any(s.schema is False for s in uniq):
+            return []
+        if not uniq:
+            return None
+        found: list = []  # [(value, [spellings])]
+        for b in ctx.product([ctx.expand(s) for s in uniq], "allOf", uniq[0].pointer):
+            sh = ctx.merge(b)
+            if sh is None:
+                continue
+            if sh.enum is None:
+                if not sh.types <= {"null", "boolean"}:
+                    return None
+                candidates = [None] * sh.has("null") + [True, False] * sh.has("boolean")
+                candidates = [v for v in candidates if not any(x is v for x in sh.not_in)]
+            else:
+                candidates = [v for v in sh.enum
+                              if (sh.has(json_type(v)) or json_type(v) == "integer" and sh.has("number"))
+                              and not any(json_equal(v, x) for x in sh.not_in)
+                              and (sh.plain or ctx.value_valid(v, uniq))]
+            plain = sh.has("integer") and not sh.has("number")
+            for v in candidates:
+                spelling = self.literal(v, plain_integers=plain)
+                for value, spellings in found:
+                    if json_equal(value, v):
+                        if spelling not in spellings:
+                            spellings.append(spelling)
+                        break
+                else:
+                    found.append((v, [spelling]))
+        return found
+
     # -- objects -----------------------------------------------------------------------
     def object_alts(self, sh: Shape, base: str) -> list[list[str]]:
         ctx = self.ctx
@@ -461,7 +540,17 @@ class _Builder:
                 name = f"{base}x{tag}"
                 self.rules[name] = alts
                 extras.append((name, want))
+        if self.property_order == "any":
+            return self.family_alts(PropertySet(keys, extras, sh.min_props, sh.max_props, bool(sh.outside)),
+                                    _LBRACE, _RBRACE)
         return self.members(keys, extras, sh.min_props, sh.max_props, bool(sh.outside), base, sh.pointer)
+
+    def family_alts(self, family, open_: str, close: str) -> list[list[str]]:
+        """``open_ <family's initial state> close``, the state's rules made by the parser on demand."""
+        if not family.productive(family.initial()):
+            return []
+        self.families.append(family)
+        return [[open_, entry_name(len(self.families) - 1, family), close]]
 
     def members(self, keys, extras, min_p, max_p, need_witness, base, ptr) -> list[list[str]]:
         """``{`` members ``}``: named keys in order (optional ones skippable), others anywhere.
@@ -611,10 +700,13 @@ class _Builder:
 
     # -- output ------------------------------------------------------------------------
     def output(self, start: str, compact: bool) -> "SchemaGrammar":
-        rules = _prune(self.rules, start, set(self.terminals.values()))
+        rules = _prune(self.rules, start, set(self.terminals.values()), self.families)
         used = {s.rstrip("?") for alts in rules.values() for a in alts for s in a} | {start}
+        # families no kept rule uses are gone (None keeps the others' numbers, their names)
+        self.families = [f if entry_name(i, f) in used else None for i, f in enumerate(self.families)]
+        used |= {s for f in self.families if f is not None for s in f.symbols()}
         terminals = {name: source for source, name in self.terminals.items() if name in used}
-        return SchemaGrammar(start, rules, terminals, compact, dict(self.origins))
+        return SchemaGrammar(start, rules, terminals, compact, dict(self.origins), self.families)
 
 
 def terminal_regex(source: tuple) -> str:
@@ -634,7 +726,8 @@ class SchemaGrammar:
     ``rules``: rule name -> alternatives (symbols: rule names, ``name?`` for an optional
     rule, terminal names, quoted punctuation such as ``'"{"'``); ``terminals``: name ->
     source (see :meth:`_Builder.terminal`); whitespace between tokens unless ``compact``;
-    ``origins``: terminal name -> (keyword, JSON pointer).
+    ``origins``: terminal name -> (keyword, JSON pointer); ``families``: the sets a parse
+    remembers (:mod:`guided.json_schema.families`), used as symbols ``@p<i>``/``@u<i>``.
     """
 
     root: str  # the rule of the whole value (the text's ``start: root``)
@@ -642,6 +735,7 @@ class SchemaGrammar:
     terminals: dict
     compact: bool
     origins: dict
+    families: list = field(default_factory=list)
     _text: str | None = None
 
     @property
@@ -650,7 +744,8 @@ class SchemaGrammar:
         if self._text is None:
             lines = [f"start: {self.root}"]
             for name, alts in self.rules.items():
-                lines.append(f"{name}: " + " | ".join(" ".join(a) for a in alts))
+                lines.append(f"{name}: " + " | ".join(" ".join(_lark_name(s) for s in a) for a in alts))
+            lines += family_text(self.families)
             for name, source in self.terminals.items():
                 lines.append(f"{name}: /{_lark_regex(terminal_regex(source))}/")
             if not self.compact:
@@ -659,14 +754,56 @@ class SchemaGrammar:
         return self._text
 
 
-def _prune(rules: dict, start: str, terminals: set) -> dict:
-    """Drop rules that derive no string and those the start rule cannot reach."""
+def _lark_name(sym: str) -> str:
+    return "fam_" + sym[1:] if sym.startswith("@") else sym
+
+
+def family_text(families: list) -> list[str]:
+    """Lark lines for the families: the order-free (or repetition-free) superset, with a
+    comment saying what the parser's state adds."""
+    lines = []
+    for i, fam in enumerate(families):
+        if fam is None:
+            continue
+        name = _lark_name(entry_name(i, fam))
+        if isinstance(fam, PropertySet):
+            members = [f"{k} {_COLON} {v}" for k, v, _, _ in fam.keys] + [x for x, _ in fam.extras]
+            what = "each named property at most once, in any order; required ones and counts checked by the parser state"
+        else:
+            members = [" ".join(sp) for spellings in fam.values for sp in spellings]
+            what = "items pairwise distinct (uniqueItems), kept by the parser state"
+        if not members:
+            lines.append(f"{name}: ")
+            continue
+        one = f"{name}_m"
+        lines.append(f"// {name}: {what}")
+        lines.append(f"{name}: ({one} ({_COMMA} {one})*)?")
+        lines.append(f"{one}: " + " | ".join(members))
+    return lines
+
+
+
+def _prune(rules: dict, start: str, terminals: set, families: list = ()) -> dict:
+    """Drop rules that derive no string and those the start rule cannot reach.
+
+    A family (``families``, named by :func:`entry_name`) derives something when its required
+    symbols do and its sets allow ``}``; its keys whose values derive nothing are dropped.
+    """
 
     def is_rule(sym: str) -> bool:
         return not sym.startswith('"') and sym.rstrip("?") not in terminals
 
-    productive = derivable([(name, a) for name, alts in rules.items() for a in alts],
-                           lambda s: is_rule(s) and not s.endswith("?"), lambda s: True)
+    entries = {entry_name(i, f): f for i, f in enumerate(families)}
+    static = [(name, a) for name, alts in rules.items() for a in alts]
+    dead: set = set()
+    while True:
+        pseudo = [(e, f.requirements()) for e, f in entries.items() if e not in dead]
+        productive = derivable(static + pseudo, lambda s: is_rule(s) and not s.endswith("?"), lambda s: True)
+        newly = {e for e, f in entries.items() if e not in dead
+                 and (e not in productive or not f.keep(lambda s: not is_rule(s) or s in productive))}
+        if not newly:
+            break
+        dead |= newly
     cleaned: dict = {}
     for name, alts in rules.items():
         if name not in productive:
@@ -698,6 +835,8 @@ def _prune(rules: dict, start: str, terminals: set) -> dict:
 
     if alias:
         cleaned = {k: [[resolve(x) for x in a] for a in v] for k, v in cleaned.items() if k not in alias}
+        for f in families:
+            f.rename(resolve)
     if start not in cleaned:
         raise UnsatisfiableSchemaError("no JSON value satisfies this schema")
     reach = {start}
@@ -706,9 +845,10 @@ def _prune(rules: dict, start: str, terminals: set) -> dict:
         for a in cleaned[stack.pop()]:
             for s in a:
                 s = s.rstrip("?")
-                if is_rule(s) and s in cleaned and s not in reach:
-                    reach.add(s)
-                    stack.append(s)
+                for t in entries[s].symbols() if s in entries else (s,):
+                    if is_rule(t) and t in cleaned and t not in reach:
+                        reach.add(t)
+                        stack.append(t)
     return {k: v for k, v in cleaned.items() if k in reach}
 
 
@@ -783,10 +923,11 @@ def _number_literal(v, plain: bool = False) -> rx.Node:
     return rx.seq(rx.lit(text), rx.rep(rx.lit("0"), 0, None))
 
 
-def build_grammar(ctx: SchemaContext, *, compact: bool = False) -> SchemaGrammar:
+def build_grammar(ctx: SchemaContext, *, compact: bool = False, property_order: str = "schema") -> SchemaGrammar:
     """The grammar (rule ``start``) whose sentences are the JSON texts ``ctx`` accepts,
-    with the (keyword, JSON pointer) each schema-specific terminal comes from."""
-    b = _Builder(ctx)
+    with the (keyword, JSON pointer) each schema-specific terminal comes from;
+    ``property_order="any"``: object members in any order (see :class:`PropertySet`)."""
+    b = _Builder(ctx, property_order)
     root = b.rule_for((ctx.root,))
     if root is None:
         raise UnsatisfiableSchemaError("no JSON value satisfies this schema (it is false)")

@@ -197,6 +197,7 @@ class Shape:
     arr_parts: list = field(default_factory=list)
     min_items: int = 0
     max_items: int | None = None
+    unique: str | None = None  # the pointer of a "uniqueItems": true
     # objects
     obj_parts: list = field(default_factory=list)
     required: list = field(default_factory=list)
@@ -734,9 +735,9 @@ class SchemaContext:
                 sh.max_items = n if sh.max_items is None else min(sh.max_items, n)
                 sh.plain = False
             elif kw == "uniqueItems":
-                if v is True:
-                    sh.pending.append(("uniqueItems", kp, "uniqueness of array items is not expressible in a grammar",
-                                       "array"))
+                if v is True:  # exact for finite item sets; others are refused where arrays are built
+                    sh.unique = sh.unique or kp
+                    sh.plain = False
             elif kw == "contains":
                 sh.pending.append((kw, kp, "'contains' constraints are not supported", "array"))
             elif kw in ("minContains", "maxContains"):

@@ -41,7 +41,15 @@ an annotation there, as every validator of that draft treats it (draft-04 ``cons
 up to draft 7 a ``$ref`` hides its sibling keywords.  ``unevaluatedProperties``/
 ``unevaluatedItems`` only where they equal ``additionalProperties``/``items``.
 
-Refused (``UnsupportedSchemaError``, with keyword and JSON pointer): ``uniqueItems: true``,
+``uniqueItems: true`` is exact where the items come from a finite set (``enum``, ``const``,
+``boolean``, ``null`` and their combinations, enum values that are objects or arrays
+included; equal numbers such as ``1`` and ``1.0`` are one value): the parser state
+carries the set of values written, and an item equal to an earlier one is never allowed.
+
+Refused (``UnsupportedSchemaError``, with keyword and JSON pointer): ``uniqueItems: true``
+over items from an infinite set (strings, numbers, objects, arrays) or with ``prefixItems``
+(a mask would have to know, before an item is complete, whether it equals an earlier one:
+the item's value would have to enter the parser state as the lexeme ends),
 ``contains``, formats ``regex``/``uri-template``/``idn-email``/``idn-hostname``,
 ``$dynamicRef`` to dynamic anchors, remote ``$ref``, negations and overlapping ``oneOf``
 branches whose complement is not expressible (``format``, ``multipleOf``,
@@ -61,8 +69,13 @@ accepts less.
 
 Completeness (valid texts that are *not* accepted, by design):
 
-* named properties appear in the schema's ``properties`` order (``allOf`` parts in
-  order, then ``required`` names); unnamed properties may come first or after any member;
+* with ``property_order="schema"`` (the default), named properties appear in the schema's
+  ``properties`` order (``allOf`` parts in order, then ``required`` names); unnamed
+  properties may come first or after any member.  With ``property_order="any"`` named
+  properties come in any order, each at most once (the parser state carries the set
+  written; sets are made as a generation reaches them, so 30 properties never mean 2^30
+  states); an unnamed key may still repeat (its language is infinite, as for
+  ``uniqueItems`` over strings);
 * strings constrained by a pattern, format or length accept printable ASCII raw, the
   short escapes, and ``\\uXXXX`` only for control characters (non-ASCII raw, as
   ``json.dumps(..., ensure_ascii=False)`` writes it); property names and enum strings
@@ -83,6 +96,14 @@ Completeness (valid texts that are *not* accepted, by design):
 
 Whitespace: ``whitespace="flexible"`` (default) allows JSON whitespace between tokens;
 ``"compact"`` allows none.
+
+Property order: ``property_order="schema"`` is the default because it serves generation:
+the schema's author decides what the model writes first (a ``reasoning`` field before the
+``answer`` it supports, an ``id`` before the details), every engine and API that
+generates from a schema does the same, and each key position offers one key, not all the
+remaining ones.  ``"any"`` is what JSON Schema means (objects are unordered): use it to
+check or continue text written elsewhere, or when the model should choose the order.
+``grammar_text`` then writes each order-free object as its (commented) order-free superset.
 """
 
 from __future__ import annotations
@@ -145,19 +166,26 @@ def schema_to_lark(
     whitespace: str = "flexible",
     validate: bool = True,
     assert_formats: bool = True,
+    property_order: str = "schema",
 ) -> str:
-    """The Lark grammar (start rule ``start``) for ``schema`` (a dict, bool, JSON text or pydantic model)."""
-    return _compile(schema, strict, whitespace, validate, assert_formats).text
+    """The Lark grammar (start rule ``start``) for ``schema`` (a dict, bool, JSON text or pydantic model).
+
+    With ``property_order="any"`` or ``uniqueItems`` the text's order-free objects and arrays
+    are supersets (commented): the sets they remember are not context-free.
+    """
+    return _compile(schema, strict, whitespace, validate, assert_formats, property_order).text
 
 
-def _compile(schema, strict, whitespace, validate, assert_formats) -> SchemaGrammar:
+def _compile(schema, strict, whitespace, validate, assert_formats, property_order="schema") -> SchemaGrammar:
     if whitespace not in ("flexible", "compact"):
         raise ValueError("whitespace must be 'flexible' or 'compact'")
+    if property_order not in ("schema", "any"):
+        raise ValueError("property_order must be 'schema' or 'any'")
     schema = _load(schema)
     if validate:
         _check_schema(schema)
     ctx = SchemaContext(schema, strict=strict, assert_formats=assert_formats)
-    return build_grammar(ctx, compact=whitespace == "compact")
+    return build_grammar(ctx, compact=whitespace == "compact", property_order=property_order)
 
 
 class JSONSchema(Constraint):
@@ -166,7 +194,9 @@ class JSONSchema(Constraint):
     ``schema``: a dict, a bool, JSON text, or a pydantic model class.  ``strict``: refuse
     keywords that cannot be compiled exactly (default) or relax them as documented.
     ``whitespace``: ``"flexible"`` or ``"compact"``.  ``validate``: check the schema
-    against its draft's metaschema first (``InvalidSchemaError``).
+    against its draft's metaschema first (``InvalidSchemaError``).  ``property_order``:
+    ``"schema"`` (default: named properties in the schema's order, which keeps the author's
+    order for generation) or ``"any"`` (any order, each at most once, as JSON Schema means).
     Compilation happens here, so schema errors raise at construction.
     """
 
@@ -178,12 +208,14 @@ class JSONSchema(Constraint):
         whitespace: str = "flexible",
         validate: bool = True,
         assert_formats: bool = True,
+        property_order: str = "schema",
     ):
         super().__init__()
         self.schema = _load(schema)
         self.strict = strict
         self.whitespace = whitespace
-        self._schema_grammar = _compile(self.schema, strict, whitespace, validate, assert_formats)
+        self.property_order = property_order
+        self._schema_grammar = _compile(self.schema, strict, whitespace, validate, assert_formats, property_order)
         # the engine's rules and automata straight from the compiler (no Lark text round trip)
         self._grammar = Grammar.from_spec(engine_spec(self._schema_grammar), text=lambda: self._schema_grammar.text)
 
@@ -198,7 +230,8 @@ class JSONSchema(Constraint):
         return cls(model.model_json_schema(), **kwargs)
 
     def __repr__(self) -> str:
-        return f"JSONSchema(<{len(json.dumps(self.schema))} chars>, strict={self.strict}, whitespace={self.whitespace!r})"
+        return (f"JSONSchema(<{len(json.dumps(self.schema))} chars>, strict={self.strict}, whitespace={self.whitespace!r}, "
+                f"property_order={self.property_order!r})")
 
     @property
     def grammar(self):

@@ -3,22 +3,27 @@
 Each instance is written ``json.dumps(data, ensure_ascii=False)`` (no reordering) and fed
 to the constraint.  Soundness is absolute: no instance marked invalid may be accepted.
 Completeness is measured: most sampled schemas must pass outright (the rest fail only
-by refusing a keyword or by the documented property-order rule).
+by refusing a keyword or by a documented completeness gap).  Objects take their properties
+in any order (``property_order="any"``), as the benchmark does.
 
-The data is read from ``shared/bench/maskbench`` next to the repository.
+The data is read from ``shared/bench/maskbench`` next to the repository (or under
+``$GUIDED_SHARED``).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from guided.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
 
-MASKBENCH = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench" / "maskbench"
+# $GUIDED_SHARED names the shared folder where a checkout (a git worktree) has none beside it
+SHARED = Path(os.environ.get("GUIDED_SHARED") or Path(__file__).resolve().parents[2] / ".." / "shared")
+MASKBENCH = SHARED / "bench" / "maskbench"
 PER_GROUP = 4  # schemas per group file
 MAX_SCHEMA_CHARS = 3000  # keeps the sample quick to compile
 
@@ -46,7 +51,7 @@ SAMPLE = _sample() if MASKBENCH.is_dir() else []
 
 def _judge(row, vocab) -> str:
     try:
-        state = JSONSchema(row["schema"]).start(vocab)
+        state = JSONSchema(row["schema"], property_order="any").start(vocab)  # as benchmarks/maskbench.py
     except (UnsupportedSchemaError, UnsatisfiableSchemaError):
         return "compile_error"
     outcome = "pass"
@@ -74,4 +79,4 @@ def test_no_invalid_instance_is_accepted(outcomes):
 def test_most_sampled_schemas_pass(outcomes):
     passed = sum(o == "pass" for o in outcomes.values())
     assert len(outcomes) >= 30
-    assert passed >= 0.8 * len(outcomes), {sid: o for sid, o in outcomes.items() if o != "pass"}
+    assert passed >= 0.9 * len(outcomes), {sid: o for sid, o in outcomes.items() if o != "pass"}

@@ -1,0 +1,138 @@
+"""``uniqueItems: true`` over items from a finite set (enum, const, boolean, null): exact.
+
+Acceptance is compared with the ``jsonschema`` validator on generated arrays (duplicates
+included), and masks token by token (Llama-3) with the same grammar where every sequence
+of distinct items is written out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from guided.grammars.grammar import Grammar
+from guided.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
+from guided.json_schema.families import UniqueValues
+
+VALUES = ["x", "y", 1, 2.5, True, None, {"k": [1]}, [0, "z"]]
+SCHEMAS = [
+    {"type": "array", "items": {"enum": VALUES}, "uniqueItems": True},
+    {"type": "array", "items": {"type": "boolean"}, "uniqueItems": True, "minItems": 1},
+    {"type": "array", "items": {"enum": ["a", "b", "c", 1, 1.0]}, "uniqueItems": True, "maxItems": 2},
+    {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True,
+                                               "items": {"anyOf": [{"const": "red"}, {"enum": ["red", "blue"]},
+                                                                   {"type": "null"}]}}}},
+]
+
+
+def accepts(constraint, vocab, text: str) -> bool:
+    state = constraint.start(vocab).advance_bytes(text.encode("utf-8"))
+    return state is not None and state.is_accepting()
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return [JSONSchema(s) for s in SCHEMAS]
+
+
+arrays = st.lists(st.sampled_from(VALUES + ["a", "b", "c", 1.0, False, "red", "blue", 3]), max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=arrays, dup=st.booleans(), data=st.data())
+def test_acceptance_equals_validation_duplicates_never_accepted(vocab, compiled, items, dup, data):
+    if dup and items:
+        items = items + [data.draw(st.sampled_from(items))]
+        items = data.draw(st.permutations(items))
+    for schema, c in zip(SCHEMAS, compiled):
+        value = {"tags": items} if schema["type"] == "object" else items
+        valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+        text = json.dumps(value)
+        assert accepts(c, vocab, text) == valid, (schema, text)
+        if dup and items:
+            assert not valid and not accepts(c, vocab, text)
+
+
+def test_equal_numbers_are_one_value(vocab):
+    c = JSONSchema(SCHEMAS[0])
+    assert accepts(c, vocab, "[1, 2.5]") and accepts(c, vocab, "[1.0, 2.50]")
+    assert not accepts(c, vocab, "[1, 1.0]") and not accepts(c, vocab, "[2.5, 2.500]")
+    assert not accepts(c, vocab, '[{"k": [1]}, {"k": [1.0]}]')
+
+
+def _written_out(c: JSONSchema) -> str:
+    g = c._schema_grammar
+    lines = [ln for ln in g.text.splitlines() if not ln.startswith("fam_") and not ln.startswith("//")]
+    for i, fam in enumerate(g.families):
+        assert isinstance(fam, UniqueValues)
+        alts = []
+        top = len(fam.values) if fam.max_items is None else fam.max_items
+        for n in range(fam.min_items, top + 1):
+            for order in itertools.permutations(range(len(fam.values)), n):
+                for spellings in itertools.product(*(fam.values[j] for j in order)):
+                    alts.append(' "," '.join(" ".join(sp) for sp in spellings))
+        body = " | ".join(f"({a})" for a in alts if a)
+        lines.append(f"fam_u{i}: " + (f"({body})?" if "" in alts else body))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "items": {"enum": ["x", "y", 1, True]}, "uniqueItems": True, "minItems": 1},
+    {"type": "array", "items": {"enum": ["ab", "a", "abc", 10, 1]}, "uniqueItems": True, "maxItems": 3},
+])
+def test_masks_equal_the_written_out_sequences(schema, vocab, assert_same_masks):
+    c = JSONSchema(schema)
+    assert_same_masks(c.start(vocab), Grammar(_written_out(c)).start(vocab), seed=2, steps=30)
+
+
+def test_too_few_distinct_values_for_min_items():
+    with pytest.raises(UnsatisfiableSchemaError):
+        JSONSchema({"type": "array", "items": {"type": "boolean"}, "uniqueItems": True, "minItems": 3})
+
+
+def test_infinite_item_sets_are_refused_with_keyword_and_pointer(vocab):
+    for items in ({"type": "string"}, {"type": "integer"}, {"type": "object"}, True):
+        with pytest.raises(UnsupportedSchemaError) as e:
+            JSONSchema({"type": "object", "properties": {"a": {"type": "array", "items": items, "uniqueItems": True}}})
+        assert e.value.keyword == "uniqueItems" and e.value.pointer == "#/properties/a/uniqueItems"
+    relaxed = JSONSchema({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, strict=False)
+    assert accepts(relaxed, vocab, '["a", "a"]')  # documented: not kept distinct when relaxed
+
+
+PREFIXED = [
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"enum": [True, 1, "a"]}], "items": False,
+     "uniqueItems": True},
+    {"type": "array", "prefixItems": [{"const": "a"}], "items": {"enum": ["a", "b", "c"]}, "uniqueItems": True,
+     "minItems": 3},
+    {"type": "array", "prefixItems": [{"enum": ["a", "b"]}, {"enum": ["a", "b"]}], "items": {"type": "string"},
+     "maxItems": 2, "uniqueItems": True},
+]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.sampled_from([True, False, 1, 1.0, "a", "b", "c"]), max_size=5))
+def test_prefix_items_take_distinct_values(vocab, items):
+    for schema in PREFIXED:
+        valid = jsonschema.Draft202012Validator(schema).is_valid(items)
+        assert accepts(_compiled(json.dumps(schema)), vocab, json.dumps(items)) == valid, (schema, items)
+
+
+_CACHE: dict = {}
+
+
+def _compiled(text: str) -> JSONSchema:
+    if text not in _CACHE:
+        _CACHE[text] = JSONSchema(json.loads(text))
+    return _CACHE[text]
+
+
+def test_grammar_text_writes_the_repetition_free_superset(vocab):
+    c = JSONSchema(PREFIXED[0])
+    text_grammar = Grammar(c.grammar_text)
+    assert accepts(text_grammar, vocab, "[true, true]") and not accepts(c, vocab, "[true, true]")
+    assert accepts(text_grammar, vocab, "[true, 1]") and accepts(c, vocab, "[true, 1]")

@@ -66,7 +66,7 @@ class GuidedEngine:
         from guided.json_schema import UnsatisfiableSchemaError
 
         try:
-            c = JSONSchema(schema)
+            c = JSONSchema(schema, whitespace="flexible")  # the anchors run with flexible whitespace too
             state = c.start(self.vocab)
         except UnsatisfiableSchemaError:
             # compiled, and known to accept nothing: every instance is rejected

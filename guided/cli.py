@@ -101,8 +101,9 @@ def _add_constraint_options(p: argparse.ArgumentParser, required: bool = False) 
     x.add_argument("--json", action="store_true", help="any JSON object")
     x.add_argument("--choice", metavar="TEXT", action="append", help="one of these strings (repeat the option)")
     g.add_argument("--start", metavar="RULE", help="start rule of --grammar (default: 'start' or the shipped one)")
-    g.add_argument("--whitespace", choices=("compact", "flexible"), default="compact",
-                   help="JSON (--schema, --json): no whitespace between tokens (default), or any")
+    g.add_argument("--whitespace", choices=("compact", "bounded", "flexible"), default="compact",
+                   help="JSON (--schema, --json): no whitespace between tokens (default), one bounded run "
+                        "per gap (newline + indentation), or any")
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, with_sampler: bool = True) -> None:

@@ -261,6 +261,11 @@ def _literal_dfa(data: bytes) -> ByteDFA:
     return ByteDFA.literal(data)
 
 
+@functools.lru_cache(maxsize=64)
+def _regex_dfa(regex: str) -> ByteDFA:
+    return ByteDFA.from_regex(regex)
+
+
 def terminal_dfa(source: tuple) -> ByteDFA:
     """The automaton of one schema terminal (``source`` as recorded by the schema compiler's
     ``terminal``), from its language.  A language the automata here refuse (an empty one,
@@ -272,6 +277,8 @@ def terminal_dfa(source: tuple) -> ByteDFA:
             return json_string_dfa(value)
         if kind == "plain":
             return plain_dfa(value)
+        if kind == "regex":
+            return _regex_dfa(value)
         return _literal_dfa(value)
     except rx.RegexUnsupported:
         return ByteDFA.from_regex(terminal_regex(source))
@@ -299,7 +306,7 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
             raise GrammarError(f"terminal {name} matches the empty string", name=name)
         terminals.append(TerminalSpec(name, "", 0, False, dfa))  # the regex text: grammar.text
     ignore: tuple = ()
-    if not grammar.compact:
+    if grammar.whitespace == "flexible":
         terminals.append(TerminalSpec("__IGNORE_0", WHITESPACE, 0, False, ByteDFA.from_regex(WHITESPACE)))
         ignore = ("__IGNORE_0",)
     literals: dict[str, str] = {}

@@ -18,7 +18,7 @@ whether anything was written before.  Properties not named by the schema follow 
 ones; their keys are terminals that exclude the named keys, split into regions by the
 ``patternProperties`` they match.
 
-    >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), compact=True).text
+    >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), whitespace="compact").text
     'start: J0\\nJ0: /[1-9]|[1-9][0-9]+/\\n'     # (shape of the output)
 """
 
@@ -52,13 +52,19 @@ from guided.json_schema.ir import (
     json_type,
 )
 
-__all__ = ["build_grammar", "SchemaGrammar", "MAX_RULES", "WHITESPACE"]
+__all__ = ["build_grammar", "SchemaGrammar", "MAX_RULES", "WHITESPACE", "BOUNDED_WHITESPACE", "WHITESPACE_MODES"]
 
 MAX_RULES = 50_000
 MAX_CHAIN = 3_000
 MAX_ENUMERATED_NUMBERS = 2_000
 MAX_DIVISIBILITY_REGEX = 6_000
-WHITESPACE = r"[ \t\n\r]+"
+WHITESPACE = r"[ \t\n\r]+"  # "flexible": any run between any two tokens (%ignore)
+# "bounded": one optional run after "{", "[", ",", ":" and before "}", "]": spaces or tabs, or one
+# line break followed by indentation, at most MAX_INDENT characters either way.  A model can
+# pretty-print but cannot run on into whitespace (the runaway of unbounded JSON whitespace).
+MAX_INDENT = 32
+BOUNDED_WHITESPACE = rf"(?:[ \t]{{1,{MAX_INDENT}}}|\r?\n[ \t]{{0,{MAX_INDENT}}})"
+WHITESPACE_MODES = ("bounded", "flexible", "compact")
 
 _LBRACE, _RBRACE, _LSQB, _RSQB, _COMMA, _COLON = '"{"', '"}"', '"["', '"]"', '","', '":"'
 
@@ -610,11 +616,58 @@ class _Builder:
         return out
 
     # -- output ------------------------------------------------------------------------
-    def output(self, start: str, compact: bool) -> "SchemaGrammar":
+    def output(self, start: str, whitespace: str) -> "SchemaGrammar":
         rules = _prune(self.rules, start, set(self.terminals.values()))
         used = {s.rstrip("?") for alts in rules.values() for a in alts for s in a} | {start}
         terminals = {name: source for source, name in self.terminals.items() if name in used}
-        return SchemaGrammar(start, rules, terminals, compact, dict(self.origins))
+        if whitespace == "bounded":
+            rules = _bounded_punctuation(rules, terminals)
+        return SchemaGrammar(start, rules, terminals, whitespace, dict(self.origins))
+
+
+# Punctuation that carries its bounded whitespace: after openers and separators, before closers;
+# an empty object or array is one terminal, so "{" "}" cannot hold two runs.
+_WS = BOUNDED_WHITESPACE
+_BOUNDED = {
+    _LBRACE: ("WS_LBRACE", r"\{" + _WS + "?"),
+    _LSQB: ("WS_LSQB", r"\[" + _WS + "?"),
+    _COMMA: ("WS_COMMA", "," + _WS + "?"),
+    _COLON: ("WS_COLON", ":" + _WS + "?"),
+    _RBRACE: ("WS_RBRACE", _WS + r"?\}"),
+    _RSQB: ("WS_RSQB", _WS + r"?\]"),
+}
+_BOUNDED_EMPTY = {
+    (_LBRACE, _RBRACE): ("WS_EMPTY_OBJECT", r"\{" + _WS + r"?\}"),
+    (_LSQB, _RSQB): ("WS_EMPTY_ARRAY", r"\[" + _WS + r"?\]"),
+}
+
+
+def _bounded_punctuation(rules: dict, terminals: dict) -> dict:
+    """``rules`` with JSON punctuation replaced by terminals that carry bounded whitespace
+    (added to ``terminals`` as ``("regex", text)`` sources)."""
+    out: dict = {}
+    for name, alts in rules.items():
+        new_alts = []
+        for alt in alts:
+            new: list = []
+            i = 0
+            while i < len(alt):
+                pair = tuple(alt[i : i + 2])
+                if pair in _BOUNDED_EMPTY:
+                    term, regex = _BOUNDED_EMPTY[pair]
+                    i += 2
+                elif alt[i] in _BOUNDED:
+                    term, regex = _BOUNDED[alt[i]]
+                    i += 1
+                else:
+                    new.append(alt[i])
+                    i += 1
+                    continue
+                terminals[term] = ("regex", regex)
+                new.append(term)
+            new_alts.append(new)
+        out[name] = new_alts
+    return out
 
 
 def terminal_regex(source: tuple) -> str:
@@ -624,6 +677,8 @@ def terminal_regex(source: tuple) -> str:
         return rx.json_string_regex(value)
     if kind == "plain":
         return rx.plain_regex(value)
+    if kind == "regex":
+        return value
     return re.escape(value.decode("utf-8"))
 
 
@@ -633,14 +688,15 @@ class SchemaGrammar:
 
     ``rules``: rule name -> alternatives (symbols: rule names, ``name?`` for an optional
     rule, terminal names, quoted punctuation such as ``'"{"'``); ``terminals``: name ->
-    source (see :meth:`_Builder.terminal`); whitespace between tokens unless ``compact``;
+    source (see :meth:`_Builder.terminal`, or ``("regex", text)`` for punctuation with bounded
+    whitespace); ``whitespace``: one of :data:`WHITESPACE_MODES`;
     ``origins``: terminal name -> (keyword, JSON pointer).
     """
 
     root: str  # the rule of the whole value (the text's ``start: root``)
     rules: dict
     terminals: dict
-    compact: bool
+    whitespace: str
     origins: dict
     _text: str | None = None
 
@@ -653,7 +709,7 @@ class SchemaGrammar:
                 lines.append(f"{name}: " + " | ".join(" ".join(a) for a in alts))
             for name, source in self.terminals.items():
                 lines.append(f"{name}: /{_lark_regex(terminal_regex(source))}/")
-            if not self.compact:
+            if self.whitespace == "flexible":
                 lines.append(f"%ignore /{WHITESPACE}/")
             self._text = "\n".join(lines) + "\n"
         return self._text
@@ -783,12 +839,16 @@ def _number_literal(v, plain: bool = False) -> rx.Node:
     return rx.seq(rx.lit(text), rx.rep(rx.lit("0"), 0, None))
 
 
-def build_grammar(ctx: SchemaContext, *, compact: bool = False) -> SchemaGrammar:
+def build_grammar(ctx: SchemaContext, *, whitespace: str = "bounded") -> SchemaGrammar:
     """The grammar (rule ``start``) whose sentences are the JSON texts ``ctx`` accepts,
-    with the (keyword, JSON pointer) each schema-specific terminal comes from."""
+    with the (keyword, JSON pointer) each schema-specific terminal comes from.
+    ``whitespace``: ``"bounded"`` (see :data:`BOUNDED_WHITESPACE`), ``"flexible"`` (any run
+    between tokens) or ``"compact"`` (none)."""
+    if whitespace not in WHITESPACE_MODES:
+        raise ValueError(f"whitespace must be one of {', '.join(WHITESPACE_MODES)}, not {whitespace!r}")
     b = _Builder(ctx)
     root = b.rule_for((ctx.root,))
     if root is None:
         raise UnsatisfiableSchemaError("no JSON value satisfies this schema (it is false)")
     b.run()
-    return b.output(root, compact)
+    return b.output(root, whitespace)

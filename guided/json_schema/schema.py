@@ -81,8 +81,17 @@ Completeness (valid texts that are *not* accepted, by design):
   ``maxLength: 300`` then takes only short words; 11 of MaskBench's 5,653 schemas).  Such a
   cut-down language is never used to prove ``oneOf`` branches disjoint.
 
-Whitespace: ``whitespace="flexible"`` (default) allows JSON whitespace between tokens;
-``"compact"`` allows none.
+Whitespace between tokens (``whitespace=``):
+
+* ``"bounded"`` (default): at most one run after ``{`` ``[`` ``,`` ``:`` and before ``}`` ``]``,
+  and a run is either up to 32 spaces/tabs or one line break followed by up to 32
+  spaces/tabs of indentation.  ``json.dumps(v)`` and ``json.dumps(v, indent=2)`` are
+  accepted (up to 16 levels of nesting at indent 2), but a model can never run on into
+  whitespace.  No whitespace before ``,`` / ``:`` or around the whole value.
+* ``"flexible"``: any JSON whitespace between any two tokens (RFC 8259).  Exact for every
+  spelling, but unbounded: a weak model may emit newlines until its token budget is spent
+  (the same runaway as XGrammar's ``any_whitespace`` in vLLM).
+* ``"compact"``: no whitespace at all (``json.dumps(v, separators=(",", ":"))``).
 """
 
 from __future__ import annotations
@@ -93,7 +102,7 @@ from typing import Any
 from guided.constraint import Constraint
 from guided.grammars.grammar import Grammar
 from guided.json_schema.engine_spec import engine_spec
-from guided.json_schema.grammar import SchemaGrammar, build_grammar
+from guided.json_schema.grammar import WHITESPACE_MODES, SchemaGrammar, build_grammar
 from guided.json_schema.ir import (
     InvalidSchemaError,
     SchemaContext,
@@ -142,7 +151,7 @@ def schema_to_lark(
     schema: Any,
     *,
     strict: bool = True,
-    whitespace: str = "flexible",
+    whitespace: str = "bounded",
     validate: bool = True,
     assert_formats: bool = True,
 ) -> str:
@@ -151,13 +160,13 @@ def schema_to_lark(
 
 
 def _compile(schema, strict, whitespace, validate, assert_formats) -> SchemaGrammar:
-    if whitespace not in ("flexible", "compact"):
-        raise ValueError("whitespace must be 'flexible' or 'compact'")
+    if whitespace not in WHITESPACE_MODES:
+        raise ValueError(f"whitespace must be one of {', '.join(WHITESPACE_MODES)}, not {whitespace!r}")
     schema = _load(schema)
     if validate:
         _check_schema(schema)
     ctx = SchemaContext(schema, strict=strict, assert_formats=assert_formats)
-    return build_grammar(ctx, compact=whitespace == "compact")
+    return build_grammar(ctx, whitespace=whitespace)
 
 
 class JSONSchema(Constraint):
@@ -165,7 +174,7 @@ class JSONSchema(Constraint):
 
     ``schema``: a dict, a bool, JSON text, or a pydantic model class.  ``strict``: refuse
     keywords that cannot be compiled exactly (default) or relax them as documented.
-    ``whitespace``: ``"flexible"`` or ``"compact"``.  ``validate``: check the schema
+    ``whitespace``: ``"bounded"`` (default), ``"flexible"`` or ``"compact"`` (module docstring).  ``validate``: check the schema
     against its draft's metaschema first (``InvalidSchemaError``).
     Compilation happens here, so schema errors raise at construction.
     """
@@ -175,7 +184,7 @@ class JSONSchema(Constraint):
         schema: Any,
         *,
         strict: bool = True,
-        whitespace: str = "flexible",
+        whitespace: str = "bounded",
         validate: bool = True,
         assert_formats: bool = True,
     ):
@@ -210,3 +219,4 @@ class JSONSchema(Constraint):
 
     def initial_state(self, compiled, vocab):
         return self.grammar.initial_state(compiled, vocab)
+

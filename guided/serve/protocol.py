@@ -12,7 +12,9 @@ A request selects at most one constraint, with the OpenAI field or a vLLM-style 
 ``guided_choice: ["a", "b"]``                          one of the strings, exactly
 =====================================================  ===============================================
 
-plus the extras ``sampler`` (``awrs``/``masking``/``smc``) and ``particles`` (SMC).
+plus the extras ``sampler`` (``awrs``/``masking``/``smc``), ``particles`` (SMC) and
+``guided_whitespace`` (JSON whitespace: ``bounded``, the default, ``compact`` or ``flexible``;
+see :class:`~guided.json_schema.JSONSchema`).
 
     >>> spec = ConstraintSpec.from_request(CompletionRequest(model="m", prompt="x", guided_regex="[0-9]+"))
     >>> spec.kind, spec.key[:8]          # ('regex', '1c0a5f3e')
@@ -94,7 +96,8 @@ class _Common(BaseModel):
     guided_grammar: str | None = None
     guided_choice: list[str] | None = None
     guided_decoding_backend: str | None = None
-    guided_whitespace_pattern: str | None = None
+    guided_whitespace_pattern: str | None = None  # vLLM's: any value selects "flexible" whitespace
+    guided_whitespace: Literal["bounded", "flexible", "compact"] | None = None  # JSON whitespace (default bounded)
     # guided's own extras
     sampler: Literal["awrs", "masking", "smc"] | None = None
     particles: int = Field(default=8, ge=1, le=64)
@@ -193,9 +196,9 @@ class ConstraintSpec:
     def from_request(req: _Common) -> "ConstraintSpec | None":
         """The constraint ``req`` selects (``None``: plain text); 400 when ambiguous or malformed."""
         found: list[tuple[str, ConstraintSpec]] = []
-        # Compact JSON (no whitespace between tokens) unless the request asks for whitespace:
-        # small models finish compact JSON far sooner, and it is still any valid JSON text.
-        ws = "compact" if req.guided_whitespace_pattern is None else "flexible"
+        # JSON whitespace: bounded by default (a model can pretty-print but not run on into
+        # newlines); "compact" or "flexible" on request (vLLM's guided_whitespace_pattern: flexible).
+        ws = req.guided_whitespace or ("bounded" if req.guided_whitespace_pattern is None else "flexible")
         rf = req.response_format
         if rf is not None:
             kind = rf.get("type")

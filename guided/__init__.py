@@ -26,6 +26,8 @@ _EXPORTS = {
     "load_tokenizer": "guided.tokenizers",
     "Regex": "guided.grammars",
     "Grammar": "guided.grammars",
+    "StructuralTag": "guided.grammars",
+    "Tag": "guided.grammars",
     "JSONSchema": "guided.json_schema",
     "generate": "guided.generation",
     "smc": "guided.generation",

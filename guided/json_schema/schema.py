@@ -101,6 +101,7 @@ from typing import Any
 
 from guided.constraint import Constraint
 from guided.grammars.grammar import Grammar
+from guided.grammars.lark_loader import register_embedding
 from guided.json_schema.engine_spec import engine_spec
 from guided.json_schema.grammar import WHITESPACE_MODES, SchemaGrammar, build_grammar
 from guided.json_schema.ir import (
@@ -220,3 +221,10 @@ class JSONSchema(Constraint):
     def initial_state(self, compiled, vocab):
         return self.grammar.initial_state(compiled, vocab)
 
+
+def _embedded_json(schema: Any):
+    """``%json {...}`` inside a Lark grammar: the schema's grammar data (bounded whitespace)."""
+    return JSONSchema(schema).grammar.compiled.spec
+
+
+register_embedding("json", _embedded_json)

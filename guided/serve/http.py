@@ -37,8 +37,10 @@ from pydantic import ValidationError
 from guided.constraint import ConstraintError
 from guided.samplers import Sampling
 from guided.serve.engine import Engine, EngineRequest, EngineResult
+from guided.serve.tools import ToolCallReader, ToolPlan, render_call, render_tools
 from guided.serve.protocol import (
     APIError,
+    _canonical,
     ChatCompletionRequest,
     CompletionRequest,
     ConstraintCache,
@@ -304,8 +306,12 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
             raise _unknown_model(req.model, model_names)
         return req
 
-    async def constraint_for(req):
+    async def constraint_for(req, plan: ToolPlan | None = None):
         spec = ConstraintSpec.from_request(req)
+        if plan is not None and plan.calls_possible:
+            content = spec
+            spec = ConstraintSpec("tools", _canonical({"tools": plan.key(), "content": content and content.key}),
+                                  factory=lambda: plan.constraint(content.build() if content else None))
         if spec is None:
             return None
         try:
@@ -366,13 +372,27 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
         req = await parse(request, ChatCompletionRequest)
         limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = check_max_tokens(limit, config.default_chat_max_tokens)
-        text, templated = chat_prompt(engine.tokenizer, req.messages)
+        plan = ToolPlan.from_request(req)
+        text, templated = chat_prompt(engine.tokenizer, req.messages, tools=plan.prompt_tools() if plan else None,
+                                      render_call=render_call, render_tools=render_tools)
         prompts = [engine.encode(text, add_special_tokens=not templated)]
-        constraint = await constraint_for(req)
+        constraint = await constraint_for(req, plan)
         rows = rows_for(req, prompts, constraint, max_tokens, group=object())
-        return await respond(req, rows, chat=True)
+        return await respond(req, rows, chat=True, plan=plan)
 
-    async def respond(req, rows: list[EngineRequest], chat: bool):
+    def chat_choice(index: int, result: EngineResult, plan: ToolPlan | None) -> dict:
+        reader = ToolCallReader(bool(plan and plan.calls_possible))
+        reader.feed(result.text)
+        reader.finish()
+        message: dict = {"role": "assistant", "content": reader.content if (reader.content or not reader.calls) else None,
+                         "refusal": None}
+        if reader.calls:
+            message["tool_calls"] = reader.calls
+        finish = plan.finish_reason(bool(reader.calls), result.finish_reason) if plan else \
+            api_finish_reason(result.finish_reason)
+        return {"index": index, "message": message, "finish_reason": finish, "logprobs": None}
+
+    async def respond(req, rows: list[EngineRequest], chat: bool, plan: ToolPlan | None = None):
         if req.stream:
             # Queue before answering, so a full queue is a real 503 and not an error inside a 200 stream.
             loop = asyncio.get_running_loop()
@@ -382,7 +402,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
             futures = batcher.submit(rows)
             for index, future in enumerate(futures):
                 future.add_done_callback(lambda f, i=index: events.put_nowait((i, None)))
-            return StreamingResponse(stream(req, rows, futures, events, chat), media_type="text/event-stream",
+            return StreamingResponse(stream(req, rows, futures, events, chat, plan), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         results = await asyncio.gather(*batcher.submit(rows))
         for r in results:
@@ -391,9 +411,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
         prompt_tokens = sum(len(ids) for ids in {id(r.prompt_ids): r.prompt_ids for r in rows}.values())
         completion_tokens = sum(r.completion_tokens for r in results)
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
-                        "finish_reason": api_finish_reason(r.finish_reason), "logprobs": None}
-                       for i, r in enumerate(results)]
+            choices = [chat_choice(i, r, plan) for i, r in enumerate(results)]
             body = {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": req.model,
                     "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
         else:
@@ -407,37 +425,51 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
         return body
 
     async def stream(req, rows: list[EngineRequest], futures: list[asyncio.Future], events: asyncio.Queue,
-                     chat: bool) -> AsyncIterator[str]:
+                     chat: bool, plan: ToolPlan | None = None) -> AsyncIterator[str]:
         ident = new_id("chatcmpl" if chat else "cmpl")
         created_at = now()
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((req.stream_options or {}).get("include_usage"))
+        readers = [ToolCallReader(bool(plan and plan.calls_possible)) for _ in rows]
 
-        def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> str:
+        def chunk(index: int, delta: dict | str, finish: str | None) -> str:
             if chat:
-                delta: dict = {}
-                if first:
-                    delta["role"] = "assistant"
-                if text is not None:
-                    delta["content"] = text
                 choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
             else:
-                choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+                choice = {"index": index, "text": delta, "finish_reason": finish, "logprobs": None}
             body = {"id": ident, "object": kind, "created": created_at, "model": req.model, "choices": [choice]}
             if include_usage:
                 body["usage"] = None
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+        def deltas(index: int, reader_events: list[tuple]) -> list[str]:
+            out = []
+            for event in reader_events:
+                if event[0] == "content":
+                    out.append(chunk(index, {"content": event[1]}, None))
+                elif event[0] == "call":
+                    _, k, call_id, name = event
+                    out.append(chunk(index, {"tool_calls": [{"index": k, "id": call_id, "type": "function",
+                                                             "function": {"name": name, "arguments": ""}}]}, None))
+                else:
+                    out.append(chunk(index, {"tool_calls": [{"index": event[1], "function": {"arguments": event[2]}}]},
+                                     None))
+            return out
+
         try:
             if chat:
                 for index in range(len(rows)):
-                    yield chunk(index, "", None, first=True)
+                    yield chunk(index, {"role": "assistant", "content": ""}, None)
             remaining = len(rows)
             results: dict[int, EngineResult] = {}
             while remaining:
                 index, text = await events.get()
                 if text is not None:
-                    yield chunk(index, text, None)
+                    if chat:
+                        for line in deltas(index, readers[index].feed(text)):
+                            yield line
+                    else:
+                        yield chunk(index, text, None)
                     continue
                 remaining -= 1
                 future = futures[index]
@@ -451,7 +483,15 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
                 if result.error:
                     yield f"data: {json.dumps(error_body(f'generation failed: {result.error}', 'server_error'))}\n\n"
                     continue
-                yield chunk(index, None if chat else "", api_finish_reason(result.finish_reason))
+                if chat:
+                    reader = readers[index]
+                    for line in deltas(index, reader.finish()):
+                        yield line
+                    finish = plan.finish_reason(bool(reader.calls), result.finish_reason) if plan else \
+                        api_finish_reason(result.finish_reason)
+                    yield chunk(index, {}, finish)
+                else:
+                    yield chunk(index, "", api_finish_reason(result.finish_reason))
             if include_usage:
                 prompt_tokens = sum(len(ids) for ids in {id(r.prompt_ids): r.prompt_ids for r in rows}.values())
                 completion_tokens = sum(r.completion_tokens for r in results.values())

@@ -29,8 +29,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,7 +113,7 @@ class _Common(BaseModel):
     def unsupported(self) -> None:
         """Reject the OpenAI options whose meaning this server cannot honour (400)."""
         extra = self.model_extra or {}
-        for name in ("logprobs", "top_logprobs", "echo", "tools", "functions", "logit_bias", "suffix"):
+        for name in ("logprobs", "top_logprobs", "echo", "logit_bias", "suffix"):
             value = extra.get(name)
             if value not in (None, False, 0, [], {}):
                 raise APIError(400, f"'{name}' is not supported by this server", param=name)
@@ -141,8 +141,10 @@ class CompletionRequest(_Common):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict] | None = None
+    tool_calls: list[dict] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -151,7 +153,7 @@ class ChatMessage(BaseModel):
             return self.content
         parts = []
         for part in self.content:
-            if part.get("type") != "text":
+            if part.get("type") not in ("text", "input_text", "output_text"):
                 raise APIError(400, f"message content of type {part.get('type')!r} is not supported (text only)",
                                param="messages")
             parts.append(str(part.get("text", "")))
@@ -163,18 +165,36 @@ class ChatCompletionRequest(_Common):
     max_completion_tokens: int | None = Field(default=None, ge=0)
 
 
-def chat_prompt(tokenizer, messages: list[ChatMessage]) -> tuple[str, bool]:
+def chat_prompt(tokenizer, messages: list[ChatMessage], tools: list[dict] | None = None,
+                render_call=None, render_tools=None) -> tuple[str, bool]:
     """The prompt text of a chat, and whether it already holds the special tokens.
 
-    The tokenizer's chat template when it has one; otherwise a plain transcript ending in
-    ``assistant:`` (small base models have no template).
+    The tokenizer's chat template when it has one (given ``tools`` and the messages' tool
+    calls); otherwise a plain transcript ending in ``assistant:`` (small base models have no
+    template), where ``render_tools(tools)`` opens the chat and ``render_call(call)`` writes
+    an assistant's earlier calls.
     """
-    turns = [{"role": m.role, "content": m.text()} for m in messages]
+    for i, m in enumerate(messages):
+        if m.role == "tool" and not m.tool_call_id:
+            raise APIError(400, f"messages[{i}]: a 'tool' message needs 'tool_call_id'", param=f"messages[{i}]")
     template = getattr(tokenizer, "chat_template", None)
     if template:
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        turns = []
+        for m in messages:
+            turn: dict = {"role": m.role, "content": m.text()}
+            if m.tool_calls:
+                turn["tool_calls"] = m.tool_calls
+            if m.tool_call_id:
+                turn["tool_call_id"] = m.tool_call_id
+            turns.append(turn)
+        text = tokenizer.apply_chat_template(turns, tools=tools or None, tokenize=False, add_generation_prompt=True)
         return text, True
-    lines = [f"{t['role']}: {t['content']}" for t in turns]
+    lines = [f"system: {render_tools(tools)}"] if tools and render_tools else []
+    for m in messages:
+        text = m.text()
+        if m.tool_calls and render_call is not None:
+            text += "".join(render_call(c) for c in m.tool_calls)
+        lines.append(f"{m.role}: {text}")
     return "\n".join(lines) + "\nassistant:", False
 
 
@@ -185,8 +205,9 @@ def chat_prompt(tokenizer, messages: list[ChatMessage]) -> tuple[str, bool]:
 class ConstraintSpec:
     """A constraint described by content: ``kind`` and a canonical JSON ``payload``."""
 
-    kind: str  # "json_schema" | "regex" | "grammar" | "choice"
+    kind: str  # "json_schema" | "regex" | "grammar" | "choice" | "tools" (built by ``factory``)
     payload: str
+    factory: Callable[[], Constraint] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -237,6 +258,8 @@ class ConstraintSpec:
 
     def build(self) -> Constraint:
         """The :class:`~guided.constraint.Constraint` (may raise ``ConstraintError``)."""
+        if self.factory is not None:
+            return self.factory()
         value = json.loads(self.payload)
         if self.kind == "json_schema":
             from guided.json_schema import JSONSchema
@@ -247,6 +270,7 @@ class ConstraintSpec:
 
             return Regex(value)
         if self.kind == "grammar":
+            import guided.json_schema  # noqa: F401 - lets grammars embed schemas with %json
             from guided.grammars import Grammar
 
             return Grammar(value, start=_start_rule(value), source="guided_grammar")

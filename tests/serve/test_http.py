@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,9 +18,9 @@ import pytest
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
 
-from model_subprocess import MODEL_ARGS, REPO, TEST_MODEL, subprocess_env  # noqa: E402
-
-START_TIMEOUT_S = 300  # loading the model on a busy 2-core CI machine
+from model_subprocess import TEST_MODEL  # noqa: E402
+from serve_process import health as _health  # noqa: E402
+from serve_process import running_server  # noqa: E402
 
 PERSON = {
     "type": "object",
@@ -38,52 +35,10 @@ FLAG = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required":
 ARITHMETIC = 'start: expr\nexpr: NUMBER | expr "+" NUMBER\nNUMBER: /[0-9]{1,3}/\n'
 
 
-# ---------------------------------------------------------------------------------------------
-# The server process
-# ---------------------------------------------------------------------------------------------
-class _Server:
-    def __init__(self, args: list[str]):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "guided.cli", "serve", "--port", "0", *MODEL_ARGS, *args],
-            cwd=REPO, env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.url = ""
-        self.model = ""
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:  # keep draining so the server never blocks on a full pipe
-            self.lines.append(line)
-            m = re.search(r"model '([^']+)' at (http://\S+)/v1", line)
-            if m:
-                self.model, self.url = m.group(1), m.group(2)
-                self.ready.set()
-        self.ready.set()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server():
-    srv = _Server(["--max-batch", "4", "--max-body-kb", "64", "--cache-size", "8"])
-    try:
-        srv.ready.wait(START_TIMEOUT_S)
-        if not srv.url:
-            pytest.fail("guided serve did not start:\n" + "".join(srv.lines[-40:]))
+    with running_server(["--max-batch", "4", "--max-body-kb", "64", "--cache-size", "8"]) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +46,6 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=240)
 
 
-def _health(server) -> dict:
-    import httpx
-
-    return httpx.get(server.url + "/health", timeout=30).json()
 
 
 # ---------------------------------------------------------------------------------------------

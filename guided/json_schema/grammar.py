@@ -59,11 +59,12 @@ MAX_CHAIN = 3_000
 MAX_ENUMERATED_NUMBERS = 2_000
 MAX_DIVISIBILITY_REGEX = 6_000
 WHITESPACE = r"[ \t\n\r]+"  # "flexible": any run between any two tokens (%ignore)
-# "bounded": one optional run after "{", "[", ",", ":" and before "}", "]": spaces or tabs, or one
-# line break followed by indentation, at most MAX_INDENT characters either way.  A model can
-# pretty-print but cannot run on into whitespace (the runaway of unbounded JSON whitespace).
-MAX_INDENT = 32
-BOUNDED_WHITESPACE = rf"(?:[ \t]{{1,{MAX_INDENT}}}|\r?\n[ \t]{{0,{MAX_INDENT}}})"
+# "bounded": one optional run after "{", "[", ",", ":" and before "}", "]": one space, or one line
+# break followed by at most MAX_INDENT spaces/tabs of indentation.  A model can write
+# json.dumps's spacing or pretty-print, but cannot run on into whitespace (the runaway of
+# unbounded JSON whitespace).
+MAX_INDENT = 20
+BOUNDED_WHITESPACE = rf"(?: |\r?\n[ \t]{{0,{MAX_INDENT}}})"
 WHITESPACE_MODES = ("bounded", "flexible", "compact")
 
 _LBRACE, _RBRACE, _LSQB, _RSQB, _COMMA, _COLON = '"{"', '"}"', '"["', '"]"', '","', '":"'

@@ -84,10 +84,10 @@ Completeness (valid texts that are *not* accepted, by design):
 Whitespace between tokens (``whitespace=``):
 
 * ``"bounded"`` (default): at most one run after ``{`` ``[`` ``,`` ``:`` and before ``}`` ``]``,
-  and a run is either up to 32 spaces/tabs or one line break followed by up to 32
-  spaces/tabs of indentation.  ``json.dumps(v)`` and ``json.dumps(v, indent=2)`` are
-  accepted (up to 16 levels of nesting at indent 2), but a model can never run on into
-  whitespace.  No whitespace before ``,`` / ``:`` or around the whole value.
+  and a run is one space, or one line break followed by up to 20 spaces/tabs of
+  indentation.  ``json.dumps(v)`` and ``json.dumps(v, indent=2)`` are accepted (up to 10
+  levels of nesting at indent 2), but a model can never run on into whitespace.  No
+  whitespace before ``,`` / ``:`` or around the whole value.
 * ``"flexible"``: any JSON whitespace between any two tokens (RFC 8259).  Exact for every
   spelling, but unbounded: a weak model may emit newlines until its token budget is spent
   (the same runaway as XGrammar's ``any_whitespace`` in vLLM).

@@ -83,13 +83,19 @@ class _Common(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None)
-    n: int = Field(default=1, ge=1, le=16)
+    n: int = Field(default=1, ge=1, le=128)  # the server's own limit (--max-choices) is checked later
     stream: bool = False
     stream_options: dict | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
-    user: str | None = None
+    user: str | None = None  # an end-user id: recorded by nobody, changes nothing (as at OpenAI)
     response_format: dict | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    # guided's: which distribution logprobs report ("raw": the model's; "constrained": renormalised
+    # on the tokens the constraint allows, at temperature 1)
+    logprobs_mode: Literal["raw", "constrained"] = "raw"
     # vLLM-style constraint extras
     guided_json: dict | str | None = None
     guided_regex: str | None = None
@@ -111,21 +117,42 @@ class _Common(BaseModel):
         return tuple(s for s in stops if s)
 
     def unsupported(self) -> None:
-        """Reject the OpenAI options whose meaning this server cannot honour (400)."""
+        """Reject the OpenAI options whose meaning this server cannot honour (400), and check the
+        ones it honours beyond their types."""
         extra = self.model_extra or {}
-        for name in ("logprobs", "top_logprobs", "echo", "logit_bias", "suffix"):
+        for name in ("echo", "suffix", "audio", "prediction", "web_search_options", "reasoning_effort",
+                     "function_call", "functions"):
             value = extra.get(name)
-            if value not in (None, False, 0, [], {}):
+            if value not in (None, False, [], {}):
                 raise APIError(400, f"'{name}' is not supported by this server", param=name)
+        modalities = extra.get("modalities")
+        if modalities not in (None, ["text"]):
+            raise APIError(400, "only the 'text' modality is supported", param="modalities")
         best_of = extra.get("best_of")
         if best_of not in (None, 1):
             raise APIError(400, "'best_of' other than 1 is not supported", param="best_of")
         if self.top_k is not None and self.top_k < 1 and self.top_k != -1:
             raise APIError(400, "'top_k' must be >= 1 (or -1 for no limit)", param="top_k")
+        if self.stream_options is not None:
+            if not self.stream:
+                raise APIError(400, "'stream_options' is only allowed when 'stream' is true", param="stream_options")
+            if not isinstance(self.stream_options.get("include_usage", False), bool):
+                raise APIError(400, "'stream_options.include_usage' must be a boolean", param="stream_options")
+        for key, bias in (self.logit_bias or {}).items():
+            if not key.isdigit() or not -100 <= bias <= 100:
+                raise APIError(400, "'logit_bias' maps token ids to biases in [-100, 100]", param="logit_bias")
+
+    def logprob_request(self) -> int | None:
+        """How many top alternatives per token (``None``: no logprobs)."""
+        return None
 
 
 class CompletionRequest(_Common):
     prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+
+    def logprob_request(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
@@ -163,6 +190,13 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def logprob_request(self) -> int | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 def chat_prompt(tokenizer, messages: list[ChatMessage], tools: list[dict] | None = None,

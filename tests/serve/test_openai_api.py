@@ -186,4 +186,4 @@ def test_tool_requests_openai_refuses_are_400(client, server):
     assert "unique" in status(tools=TOOLS + TOOLS[:1]).message
     assert "tool_call_id" in status(messages=ASK + [{"role": "tool", "content": "x"}]).message
     assert "tool_choice" in status(tools=TOOLS, tool_choice="sometimes").message
-    assert "deprecated" in status(functions=[{"name": "f"}]).message
+    assert "functions" in status(functions=[{"name": "f"}]).message

@@ -232,26 +232,32 @@ def main() -> None:
     import httpx
 
     sides = [("before", Path(args.baseline)), ("after", REPO)] if args.baseline else [("this checkout", REPO)]
-    results: dict[str, list[dict]] = {}
-    for label, repo in sides:
-        proc = None
-        try:
+    results: dict[str, list[dict]] = {label: [] for label, _ in sides}
+    servers: dict[str, tuple] = {}
+    try:
+        for label, repo in sides:  # every server up first, so both sides run under the same load, back to back
             if args.url and not args.baseline:
                 url = args.url.rstrip("/")
-                model = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
+                servers[label] = (None, url, httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"])
             else:
-                proc, url, model = _start_server(args, repo)
+                servers[label] = _start_server(args, repo)
+            _, url, model = servers[label]
             httpx.post(url + "/v1/completions", json={"model": model, "prompt": "warm", "max_tokens": 2}, timeout=300)
-            results[label] = [_measure(url, model, n, args) for n in args.clients]
-        finally:
+        for round_, clients in enumerate(args.clients):
+            order = sides if round_ % 2 == 0 else sides[::-1]  # alternate who goes first
+            for label, _ in order:
+                _, url, model = servers[label]
+                report = _measure(url, model, clients, args)
+                results[label].append(report)
+                _print(label, report)
+    finally:
+        for proc, _, _ in servers.values():
             if proc is not None:
                 proc.terminate()
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        for report in results[label]:
-            _print(label, report)
     if args.baseline:
         print("before / after (same machine, one run):")
         print(f"  {'clients':>7}  {'p50 before':>10}  {'p50 after':>9}  {'p99 before':>10}  {'p99 after':>9}  "

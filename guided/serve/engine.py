@@ -335,7 +335,8 @@ class Engine:
 
     def _context(self, requests: Sequence[EngineRequest], device, truncation_fallback: bool = True) -> StepContext:
         first = requests[0]
-        return StepContext.create(self.vocab, first.sampling, seed=first.seed, device=device,
+        seed = None if first.seed is None else first.seed % (1 << 63)
+        return StepContext.create(self.vocab, first.sampling, seed=seed, device=device,
                                   truncation_fallback=truncation_fallback)
 
     @staticmethod
@@ -578,7 +579,8 @@ class DecodeLoop:
     def _context(self, key: tuple, r: EngineRequest) -> StepContext:
         ctx = self.contexts.get(key)
         if ctx is None:
-            ctx = self.contexts[key] = StepContext.create(self.engine.vocab, r.sampling, seed=r.seed,
+            seed = None if r.seed is None else r.seed % (1 << 63)  # any integer the API takes
+            ctx = self.contexts[key] = StepContext.create(self.engine.vocab, r.sampling, seed=seed,
                                                           device=self.lm.logits.device)
         return ctx
 
@@ -599,6 +601,8 @@ class DecodeLoop:
         for key, idx in groups.items():
             first = self.rows[idx[0]].request
             ctx = self._context(key, first)
+            if len(ctx.transitions) > 50_000:  # a context lives as long as its group has rows: bound its memo
+                ctx.transitions.clear()
             spent = ctx.stats.constraint_seconds
             index = torch.as_tensor(idx, device=logits.device)
             result = self.samplers[first.sampler].step(logits.index_select(0, index), [before[i] for i in idx], ctx)

@@ -35,6 +35,7 @@ from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import ValidationError
 
 from guided.constraint import ConstraintError
@@ -267,6 +268,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
     async def _api_error(request: Request, exc: APIError):
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):  # 404, 405: OpenAI's error shape too
+        return JSONResponse(error_body(str(exc.detail), code="not_found" if exc.status_code == 404 else None),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": engine.name, "queued": batcher.queued, **batcher.stats,
@@ -347,7 +353,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
         temperature = 1.0 if req.temperature is None else req.temperature
         if sampler == "smc" and temperature == 0:
             raise APIError(400, "sampler 'smc' draws samples: use temperature > 0", param="temperature")
-        top_k = None if req.top_k in (None, -1) else req.top_k
+        top_k = None if req.top_k in (None, -1) else min(req.top_k, engine.vocab.size)
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=req.top_p)
         stop = req.stop_strings()
         logprobs = req.logprob_request()

@@ -604,8 +604,11 @@ class DecodeLoop:
             if len(ctx.transitions) > 50_000:  # a context lives as long as its group has rows: bound its memo
                 ctx.transitions.clear()
             spent = ctx.stats.constraint_seconds
-            index = torch.as_tensor(idx, device=logits.device)
-            result = self.samplers[first.sampler].step(logits.index_select(0, index), [before[i] for i in idx], ctx)
+            if len(idx) == len(self.rows):  # one group: the whole batch, no copy
+                group_logits = logits
+            else:
+                group_logits = logits.index_select(0, torch.as_tensor(idx, device=logits.device))
+            result = self.samplers[first.sampler].step(group_logits, [before[i] for i in idx], ctx)
             self.stats["constraint_seconds"] += ctx.stats.constraint_seconds - spent
             for j, i in enumerate(idx):
                 row = self.rows[i]

@@ -431,7 +431,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
         req = await parse(request, ChatCompletionRequest, chat_request_of(body))
         rows, plan = await chat_rows(req)
         shaper = ResponseShaper(body, req.model)
-        reader = ToolCallReader(bool(plan and plan.calls_possible))
+        reader = (plan.reader() if plan else ToolCallReader(False))
         [row] = rows
         if req.stream:
             loop = asyncio.get_running_loop()
@@ -480,7 +480,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
             row.cancelled.set()
 
     def chat_choice(index: int, result: EngineResult, plan: ToolPlan | None) -> dict:
-        reader = ToolCallReader(bool(plan and plan.calls_possible))
+        reader = (plan.reader() if plan else ToolCallReader(False))
         reader.feed(result.text)
         reader.finish()
         message: dict = {"role": "assistant", "content": reader.content if (reader.content or not reader.calls) else None,
@@ -558,7 +558,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
         created_at = now()
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((req.stream_options or {}).get("include_usage"))
-        readers = [ToolCallReader(bool(plan and plan.calls_possible)) for _ in rows]
+        readers = [(plan.reader() if plan else ToolCallReader(False)) for _ in rows]
         pending: list[list[dict]] = [[] for _ in rows]  # logprobs not sent yet, per row
         offsets = [0] * len(rows)
 

@@ -70,6 +70,10 @@ class ToolPlan:
     named: str | None = None
     parallel: bool = True
     whitespace: str = "compact"
+    exclusive: bool = False  # "auto" with a response format: the output is that JSON or only calls
+
+    def reader(self) -> "ToolCallReader":
+        return ToolCallReader(self.calls_possible, calls_first=self.exclusive)
 
     @staticmethod
     def from_request(req) -> "ToolPlan | None":
@@ -114,7 +118,10 @@ class ToolPlan:
             raise APIError(400, f"tool_choice {mode!r} needs at least one tool", param="tool_choice")
         # arguments are a string for programs to read: compact JSON unless the request asks otherwise
         ws = getattr(req, "guided_whitespace", None) or "compact"
-        return ToolPlan(functions, mode, named, True if parallel is None else parallel, ws)
+        from guided.serve.protocol import ConstraintSpec
+
+        exclusive = mode == "auto" and ConstraintSpec.from_request(req) is not None
+        return ToolPlan(functions, mode, named, True if parallel is None else parallel, ws, exclusive)
 
     @property
     def calls_possible(self) -> bool:
@@ -278,8 +285,9 @@ class ToolCallReader:
         [('content', 'Hi '), ('call', 0, 'call_...', 'f'), ('arguments', 0, '{"a": 1}')]
     """
 
-    def __init__(self, calls_possible: bool = True):
+    def __init__(self, calls_possible: bool = True, calls_first: bool = False):
         self.calls_possible = calls_possible
+        self.calls_first = calls_first  # calls only at the very start (else the whole output is content)
         self.buffer = ""
         self.mode = "text"  # text | head | args | tail
         self.calls: list[dict] = []
@@ -289,6 +297,10 @@ class ToolCallReader:
         self._escaped = False
 
     def feed(self, text: str) -> list[tuple]:
+        if self.calls_possible and self.calls_first and not self.calls and self.mode == "text":
+            start = self.buffer + text
+            if not (TRIGGER.startswith(start[: len(TRIGGER)])):
+                self.calls_possible, self.buffer, text = False, "", start  # content from the first byte on
         if not self.calls_possible:
             self.content += text
             return [("content", text)] if text else []

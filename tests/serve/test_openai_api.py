@@ -419,3 +419,45 @@ def test_compile_time_limit_is_a_400_before_queueing(engine):
                                                "guided_json": {"type": "object", "properties": {"q": {"type": "integer"}}}})
         assert r.status_code == 400 and r.json()["error"]["code"] == "compile_timeout"
         assert app.state.batcher.stats["rows"] == 0  # nothing was queued
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading calls out of the output, whole or in pieces
+# ---------------------------------------------------------------------------------------------
+def test_tool_call_reader_is_the_same_whole_or_streamed():
+    from hypothesis import assume, given, settings
+    from hypothesis import strategies as st
+
+    from guided.serve.tools import TRIGGER, ToolCallReader, call_begin
+
+    pieces = st.sampled_from(["Hi ", "<to", "ol_call", ">", "x", "\n", "}</tool_call>"])
+    calls = st.builds(lambda name, value: call_begin(name) + json.dumps(value) + "}</tool_call>",
+                      st.sampled_from(["f", "get_weather"]),
+                      st.dictionaries(st.text(max_size=3), st.text(max_size=12) | st.integers(), max_size=2))
+
+    def read(text: str, cuts: list[int]) -> tuple:
+        reader = ToolCallReader()
+        events, last = [], 0
+        for cut in sorted(set(cuts)) + [len(text)]:
+            events += reader.feed(text[last:cut])
+            last = cut
+        events += reader.finish()
+        content = "".join(e[1] for e in events if e[0] == "content")
+        arguments = ["".join(e[2] for e in events if e[0] == "arguments" and e[1] == k) for k in range(len(reader.calls))]
+        return content, [(c["function"]["name"], c["function"]["arguments"]) for c in reader.calls], arguments
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(pieces | calls, max_size=6), st.lists(st.integers(0, 400), max_size=8))
+    def check(parts, cuts):
+        # what the constraint allows: free text never contains the trigger; calls are whole
+        runs = "".join(p if not p.startswith(TRIGGER) else "\0" for p in parts).split("\0")
+        assume(all(TRIGGER not in run for run in runs))
+        text = "".join(parts)
+        whole = read(text, [])
+        assert read(text, [c for c in cuts if c <= len(text)]) == whole
+        content, found, arguments = whole
+        assert [a for _, a in found] == arguments
+        for _, a in found:
+            json.loads(a)
+
+    check()

@@ -351,6 +351,8 @@ def create_app(engine: Engine, config: ServerConfig | None = None):
     def rows_for(req, prompts: list[list[int]], constraint, max_tokens: int, group: object) -> list[EngineRequest]:
         sampler = req.sampler or config.default_sampler
         temperature = 1.0 if req.temperature is None else req.temperature
+        if temperature < 1e-5:  # logits / 1e-290 overflow: a temperature this small is greedy (as in vLLM)
+            temperature = 0.0
         if sampler == "smc" and temperature == 0:
             raise APIError(400, "sampler 'smc' draws samples: use temperature > 0", param="temperature")
         top_k = None if req.top_k in (None, -1) else min(req.top_k, engine.vocab.size)

@@ -68,7 +68,7 @@ class GuidedEngine:
         from guided.json_schema import UnsatisfiableSchemaError
 
         try:
-            c = JSONSchema(schema, property_order="any")  # what JSON Schema means: objects are unordered
+            c = JSONSchema(schema, property_order="any", whitespace="flexible")  # objects are unordered; the anchors run with flexible whitespace too
             state = c.start(self.vocab)
         except UnsatisfiableSchemaError:
             # compiled, and known to accept nothing: every instance is rejected

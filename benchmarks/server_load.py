@@ -3,6 +3,11 @@
     python benchmarks/server_load.py                            # starts a server on loopback
     python benchmarks/server_load.py --clients 16 --seconds 60 --max-batch 8
     python benchmarks/server_load.py --url http://127.0.0.1:8000  # an already running server
+    python benchmarks/server_load.py --clients 8 32 --baseline /tmp/guided-main   # before/after, one run
+
+``--baseline DIR`` (a checkout of another revision, e.g. ``git archive main | tar -x -C DIR``)
+runs the same load against a server started from that checkout first, then against this one,
+at every ``--clients`` count, and prints both with the ratios (before / after).
 
 Each client (the real ``openai`` async client) loops until the time is up, cycling through a
 mix of constrained requests: JSON Schema (chat, ``response_format``), regex, choice, a Lark
@@ -88,7 +93,8 @@ async def _one(client, model: str, kind: str, max_tokens: int) -> tuple[str, boo
     if kind == "json":
         r = await client.chat.completions.create(
             model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": "A person as JSON:"}],
-            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+            extra_body={"guided_whitespace": "compact"})  # the same language on servers before bounded whitespace
         return r.choices[0].message.content, r.choices[0].finish_reason == "stop", r.usage.completion_tokens
     if kind == "stream":
         stream = await client.completions.create(model=model, prompt="word: ", max_tokens=max_tokens, stream=True,
@@ -148,13 +154,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def _start_server(args) -> tuple[subprocess.Popen, str, str]:
+def _start_server(args, repo: Path = REPO) -> tuple[subprocess.Popen, str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "guided.cli", "serve", "--port", "0", "--max-batch", str(args.max_batch)]
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "guided.cli", "serve", "--port", "0", "--max-batch", str(args.max_batch),
+           "--log-level", "warning"]
     if args.model:
         cmd += ["--model", args.model]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     found: dict[str, str] = {}
     ready = threading.Event()
@@ -176,42 +183,14 @@ def _start_server(args) -> tuple[subprocess.Popen, str, str]:
     return proc, found["url"], found["model"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="a running server (default: start one on loopback)")
-    parser.add_argument("--model", help="model folder for the started server (default: the embedded model)")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "server-load.json"))
-    args = parser.parse_args()
+def _measure(url: str, model: str, clients: int, args) -> dict:
+    import httpx
 
-    proc = None
-    try:
-        if args.url:
-            import httpx
-
-            url = args.url.rstrip("/")
-            model = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
-        else:
-            proc, url, model = _start_server(args)
-        import httpx
-
-        httpx.post(url + "/v1/completions", json={"model": model, "prompt": "warm", "max_tokens": 2}, timeout=300)
-        tally, elapsed = asyncio.run(run_load(url, model, args.clients, args.seconds, args.max_tokens))
-        health = httpx.get(url + "/health", timeout=30).json()
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
+    tally, elapsed = asyncio.run(run_load(url, model, clients, args.seconds, args.max_tokens))
+    health = httpx.get(url + "/health", timeout=30).json()
     lat = tally.latencies
-    report = {
-        "url": url, "model": model, "clients": args.clients, "seconds": round(elapsed, 2),
+    return {
+        "url": url, "model": model, "clients": clients, "seconds": round(elapsed, 2),
         "max_tokens": args.max_tokens, "max_batch": args.max_batch,
         "requests_per_s": tally.answered / elapsed, "completion_tokens_per_s": tally.completion_tokens / elapsed,
         "latency_p50_s": _percentile(lat, 0.5), "latency_p90_s": _percentile(lat, 0.9),
@@ -219,27 +198,81 @@ def main() -> None:
         "server": {k: health.get(k) for k in ("batches", "rows", "largest_batch", "errors", "cache")},
         **{k: v for k, v in asdict(tally).items() if k != "latencies"},
     }
-    rows = [("clients", f"{args.clients}"), ("duration", f"{elapsed:.1f} s"),
-            ("requests", f"{tally.answered} answered / {tally.sent} sent (lost {report['lost']})"),
+
+
+def _print(label: str, report: dict) -> None:
+    rows = [("clients", f"{report['clients']}"), ("duration", f"{report['seconds']:.1f} s"),
+            ("requests", f"{report['answered']} answered / {report['sent']} sent (lost {report['lost']})"),
             ("requests/s", f"{report['requests_per_s']:.2f}"),
             ("completion tokens/s", f"{report['completion_tokens_per_s']:.1f} (non-streamed requests)"),
             ("latency p50 / p90 / p99", f"{report['latency_p50_s']:.2f} / {report['latency_p90_s']:.2f} / "
                                         f"{report['latency_p99_s']:.2f} s"),
-            ("validated", f"{tally.validated}"), ("truncated at max_tokens", f"{tally.truncated}"),
-            ("invalid", f"{tally.invalid}"), ("errors", f"{tally.errors}"),
-            ("server batches (mean rows)", f"{health.get('batches')} "
-                                           f"({(health.get('rows') or 0) / max(health.get('batches') or 1, 1):.2f}, "
-                                           f"largest {health.get('largest_batch')})")]
+            ("validated", f"{report['validated']}"), ("truncated at max_tokens", f"{report['truncated']}"),
+            ("invalid", f"{report['invalid']}"), ("errors", f"{report['errors']}"),
+            ("server steps/batches, rows", f"{report['server'].get('batches')}, {report['server'].get('rows')} "
+                                           f"(largest batch {report['server'].get('largest_batch')})")]
     width = max(len(k) for k, _ in rows)
-    print(f"guided serve under load: {model} at {url}")
+    print(f"guided serve under load ({label}): {report['model']} at {report['url']}")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    for message in tally.error_messages:
+    for message in report["error_messages"]:
         print("  error:", message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running server (default: start one on loopback)")
+    parser.add_argument("--model", help="model folder for the started server (default: the embedded model)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--baseline", help="a checkout of another revision: measure it first (before), then this one")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "server-load.json"))
+    args = parser.parse_args()
+
+    import httpx
+
+    sides = [("before", Path(args.baseline)), ("after", REPO)] if args.baseline else [("this checkout", REPO)]
+    results: dict[str, list[dict]] = {label: [] for label, _ in sides}
+    servers: dict[str, tuple] = {}
+    try:
+        for label, repo in sides:  # every server up first, so both sides run under the same load, back to back
+            if args.url and not args.baseline:
+                url = args.url.rstrip("/")
+                servers[label] = (None, url, httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"])
+            else:
+                servers[label] = _start_server(args, repo)
+            _, url, model = servers[label]
+            httpx.post(url + "/v1/completions", json={"model": model, "prompt": "warm", "max_tokens": 2}, timeout=300)
+        for round_, clients in enumerate(args.clients):
+            order = sides if round_ % 2 == 0 else sides[::-1]  # alternate who goes first
+            for label, _ in order:
+                _, url, model = servers[label]
+                report = _measure(url, model, clients, args)
+                results[label].append(report)
+                _print(label, report)
+    finally:
+        for proc, _, _ in servers.values():
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if args.baseline:
+        print("before / after (same machine, one run):")
+        print(f"  {'clients':>7}  {'p50 before':>10}  {'p50 after':>9}  {'p99 before':>10}  {'p99 after':>9}  "
+              f"{'p99 ratio':>9}  {'req/s before':>12}  {'req/s after':>11}")
+        for b, a in zip(results["before"], results["after"]):
+            print(f"  {b['clients']:>7}  {b['latency_p50_s']:>10.2f}  {a['latency_p50_s']:>9.2f}  "
+                  f"{b['latency_p99_s']:>10.2f}  {a['latency_p99_s']:>9.2f}  "
+                  f"{b['latency_p99_s'] / a['latency_p99_s']:>8.2f}x  {b['requests_per_s']:>12.2f}  "
+                  f"{a['requests_per_s']:>11.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_results(args.out, report)
+    write_results(args.out, results)
     print(f"wrote {args.out}")
-    if report["lost"] or tally.invalid or tally.errors:
+    if any(r["lost"] or r["invalid"] or r["errors"] for reports in results.values() for r in reports):
         sys.exit(1)
 
 

@@ -4,8 +4,9 @@
     python examples/server_client.py                  # uses http://127.0.0.1:8000 if it answers
     python examples/server_client.py path/to/hf-model # starts a server with that model
 
-Shows the OpenAI field (``response_format`` with a JSON Schema) and the vLLM-style extras
-(``guided_regex``, ``guided_choice``, ``guided_grammar``) plus streaming.
+Shows the OpenAI field (``response_format`` with a JSON Schema), the vLLM-style extras
+(``guided_regex``, ``guided_choice``, ``guided_grammar``), streaming, tool calling with
+``chat.completions.parse`` and a pydantic tool, logprobs, and the Responses API.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import sys
 import threading
 from pathlib import Path
 
+from typing import Literal
+
+import openai
+import pydantic
 from openai import OpenAI
 
 SCHEMA = {
@@ -31,6 +36,16 @@ SCHEMA = {
     "additionalProperties": False,
 }
 ARITHMETIC = 'start: expr\nexpr: NUMBER | expr ("+" | "*") NUMBER\nNUMBER: /[0-9]{1,3}/\n'
+
+
+class GetWeather(pydantic.BaseModel):
+    """The weather in a city."""
+
+    city: Literal["Paris", "Oslo", "Lima"]
+
+
+class Verdict(pydantic.BaseModel):
+    ok: bool
 
 
 def server_url(model: str | None) -> tuple[str, subprocess.Popen | None]:
@@ -98,6 +113,21 @@ def main() -> None:
                                                extra_body={"guided_regex": "[a-z]{3,10}"}):
             print(chunk.choices[0].text, end="", flush=True)
         print()
+
+        called = client.chat.completions.parse(
+            model=model, max_tokens=90, tools=[openai.pydantic_function_tool(GetWeather)], tool_choice="required",
+            parallel_tool_calls=False, messages=[{"role": "user", "content": "What is the weather in Lima?"}])
+        call = called.choices[0].message.tool_calls[0]
+        print("tool call (tool_choice=required):", call.function.name, call.function.parsed_arguments)
+
+        scored = client.chat.completions.create(
+            model=model, max_tokens=4, logprobs=True, top_logprobs=2, messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"guided_regex": "[a-z]{1,8}", "logprobs_mode": "constrained"})
+        print("logprobs (constrained):        ",
+              [(t.token, round(t.logprob, 2)) for t in scored.choices[0].logprobs.content])
+
+        response = client.responses.parse(model=model, input="Is this fine?", text_format=Verdict, max_output_tokens=60)
+        print("Responses API (text_format):   ", response.output_parsed)
     finally:
         if proc is not None:
             proc.terminate()

@@ -27,6 +27,8 @@ _EXPORTS = {
     "Regex": "guided.grammars",
     "Grammar": "guided.grammars",
     "GrammarWarning": "guided.grammars",
+    "StructuralTag": "guided.grammars",
+    "Tag": "guided.grammars",
     "JSONSchema": "guided.json_schema",
     "generate": "guided.generation",
     "smc": "guided.generation",

@@ -101,8 +101,9 @@ def _add_constraint_options(p: argparse.ArgumentParser, required: bool = False) 
     x.add_argument("--json", action="store_true", help="any JSON object")
     x.add_argument("--choice", metavar="TEXT", action="append", help="one of these strings (repeat the option)")
     g.add_argument("--start", metavar="RULE", help="start rule of --grammar (default: 'start' or the shipped one)")
-    g.add_argument("--whitespace", choices=("compact", "flexible"), default="compact",
-                   help="JSON (--schema, --json): no whitespace between tokens (default), or any")
+    g.add_argument("--whitespace", choices=("compact", "bounded", "flexible"), default="compact",
+                   help="JSON (--schema, --json): no whitespace between tokens (default), one bounded run "
+                        "per gap (newline + indentation), or any")
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, with_sampler: bool = True) -> None:
@@ -177,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest max_tokens a request may ask for (default 4096)")
     g.add_argument("--sampler", choices=("awrs", "masking", "smc"), default="awrs",
                    help="sampler when a request names none (default awrs)")
+    g.add_argument("--api-key", metavar="KEY", default=os.environ.get("GUIDED_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (else 401); default: $GUIDED_API_KEY, or none")
+    g.add_argument("--max-choices", type=_positive_int, default=16, metavar="N",
+                   help="most choices (n x prompts) per request (default 16)")
+    g.add_argument("--max-constraint-kb", type=_positive_int, default=256, metavar="KB",
+                   help="largest schema / regex / grammar / tool list (default 256 KB)")
+    g.add_argument("--max-compile-seconds", type=float, default=30.0, metavar="S",
+                   help="longest constraint compilation before a 400 (default 30)")
     g.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     srv.set_defaults(run=_cmd_serve)
 
@@ -471,7 +480,9 @@ def _cmd_serve(args) -> int:
     engine = Engine(model, tokenizer, name=args.model_name or name)
     config = ServerConfig(max_batch=args.max_batch, max_queue=args.max_queue, max_body_bytes=args.max_body_kb * 1024,
                           cache_size=args.cache_size, max_tokens_limit=args.max_tokens_limit,
-                          default_sampler=args.sampler)
+                          default_sampler=args.sampler, api_key=args.api_key, max_choices=args.max_choices,
+                          max_constraint_bytes=args.max_constraint_kb * 1024,
+                          max_compile_seconds=args.max_compile_seconds)
 
     def ready(url: str) -> None:
         print(f"guided serve: model '{engine.name}' at {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)

@@ -9,6 +9,9 @@ the same engine.
     >>> Regex(r"[0-9]+").start(vocab)
     >>> Grammar(open("my.lark").read(), start="start").start(vocab)
     >>> load_grammar("json").start(vocab)            # a grammar shipped in this folder
+    >>> StructuralTag([Tag("<call>", JSONSchema(schema), "</call>")])   # text with tagged JSON regions
+
+A Lark grammar may embed a JSON Schema with ``%json {...}`` (once :mod:`guided.json_schema` is imported).
 """
 
 from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
@@ -17,6 +20,7 @@ from guided.grammars.grammar import PYTHON_INDENTER, Grammar, GrammarState, Inde
 from guided.grammars.lark_loader import GrammarError
 from guided.grammars.regex import Regex, RegexState
 from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar, shipped_grammar_path
+from guided.grammars.structural_tag import StructuralTag, Tag
 
 __all__ = [
     "ByteDFA",
@@ -34,4 +38,6 @@ __all__ = [
     "load_grammar",
     "shipped_grammar_path",
     "SHIPPED_GRAMMARS",
+    "StructuralTag",
+    "Tag",
 ]

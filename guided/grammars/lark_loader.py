@@ -11,13 +11,24 @@ lookbehind and lazy quantifiers (``common.ESCAPED_STRING``, Python's string lite
 swapped for DFA-friendly regexes with the same meaning under longest-match lexing.
 
 Every failure is a :class:`GrammarError` carrying the line and column when one is known.
+
+Embedded languages (llguidance's syntax): ``%json { ...JSON Schema... }`` stands for a JSON
+value valid under that schema wherever a symbol may stand in a rule::
+
+    start: "Result: " %json {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+
+The schema's grammar is spliced in under its own names (:func:`rename_spec`).  The grammar
+engine does not know JSON Schema (imports flow one way): the JSON-Schema front end registers
+``%json`` here (:func:`register_embedding`) when ``guided.json_schema`` is imported.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,7 +36,7 @@ from guided.constraint import ConstraintError
 from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
 from guided.grammars.diagnostics import TerminalPattern, lexer_findings, report
 
-__all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark"]
+__all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark", "register_embedding", "rename_spec"]
 
 
 class GrammarError(ConstraintError):
@@ -159,6 +170,8 @@ def load_lark(text: str, start: str = "start", import_paths: list | None = None,
 
     if not isinstance(text, str):
         raise GrammarError("grammar text must be a str")
+    original = text
+    text, embedded = _cut_embeddings(text)
     try:
         grammar, _ = load_grammar(text, source, import_paths or [], False)
         terminals, rules, ignore = grammar.compile([start], set())
@@ -186,8 +199,106 @@ def load_lark(text: str, start: str = "start", import_paths: list | None = None,
     bnf = tuple((r.origin.name, tuple(s.name for s in r.expansion)) for r in rules)
     known = {t.name for t in specs}
     term_uses = {s.name for r in rules for s in r.expansion if s.is_term}
-    declared = tuple(sorted(term_uses - known))
-    return GrammarSpec(specs, bnf, tuple(ignore), start, declared)
+    declared = tuple(sorted(term_uses - known - set(embedded)))
+    spec = GrammarSpec(specs, bnf, tuple(ignore), start, declared)
+    return _splice(spec, embedded, original) if embedded else spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedded languages (%json)
+# ---------------------------------------------------------------------------------------------
+_EMBEDDINGS: dict[str, Callable[[Any], GrammarSpec]] = {}
+_EMBED_RE = re.compile(r"%(json)\b")
+
+
+def register_embedding(keyword: str, build: Callable[[Any], GrammarSpec]) -> None:
+    """Let Lark grammars write ``%keyword <JSON value>``; ``build(value)`` returns its grammar
+    (raising a :class:`~guided.constraint.ConstraintError` for a bad value)."""
+    _EMBEDDINGS[keyword] = build
+
+
+def rename_spec(spec: GrammarSpec, prefix: str) -> tuple[str, list[TerminalSpec], list[tuple], list[str]]:
+    """``spec`` with every rule and terminal renamed under ``prefix`` (so several grammars share
+    one rule set): ``(start symbol, terminals, rules, ignored terminal names)``.
+
+        >>> start, terminals, rules, ignore = rename_spec(load_lark('start: "a"+'), "x0")
+        >>> start
+        'x0_start'
+    """
+    if spec.declared:
+        raise GrammarError(f"an embedded grammar cannot declare terminals ({', '.join(spec.declared)})")
+    terminal_names = {t.name for t in spec.terminals}
+
+    def name(sym: str) -> str:
+        return f"{prefix.upper()}_{sym}" if sym in terminal_names else f"{prefix.lower()}_{sym}"
+
+    terminals = [replace(t, name=name(t.name)) for t in spec.terminals]
+    rules = [(name(lhs), tuple(name(s) for s in rhs)) for lhs, rhs in spec.rules]
+    return name(spec.start), terminals, rules, [name(n) for n in spec.ignore]
+
+
+def _cut_embeddings(text: str) -> tuple[str, dict[str, tuple[str, Any, int]]]:
+    """``text`` with each ``%json <value>`` replaced by a declared terminal, and what each stood
+    for: placeholder -> (keyword, value, offset in the original text)."""
+    if "%" not in text:
+        return text, {}
+    out, embedded, pos = [], {}, 0
+    decoder = json.JSONDecoder()
+    for m in _EMBED_RE.finditer(text):
+        if m.start() < pos or _in_comment_or_string(text, m.start()):
+            continue
+        value_at = m.end()
+        while value_at < len(text) and text[value_at] in " \t":
+            value_at += 1
+        try:
+            value, end = decoder.raw_decode(text, value_at)
+        except json.JSONDecodeError as exc:
+            line, col = _line_col(text, value_at)
+            raise GrammarError(f"%{m.group(1)} must be followed by a JSON value: {exc.msg}", line, col) from None
+        placeholder = f"_GUIDED_EMBED_{len(embedded)}"
+        embedded[placeholder] = (m.group(1), value, m.start())
+        out.append(text[pos : m.start()] + placeholder)
+        pos = end
+    if not embedded:
+        return text, {}
+    out.append(text[pos:])
+    declare = "".join(f"\n%declare {p}" for p in embedded)
+    return "".join(out) + declare + "\n", embedded
+
+
+def _in_comment_or_string(text: str, at: int) -> bool:
+    line_start = text.rfind("\n", 0, at) + 1
+    before = text[line_start:at]
+    return "//" in before or before.count('"') % 2 == 1
+
+
+def _line_col(text: str, at: int) -> tuple[int, int]:
+    line = text.count("\n", 0, at) + 1
+    return line, at - (text.rfind("\n", 0, at) + 1) + 1
+
+
+def _splice(spec: GrammarSpec, embedded: dict, text: str) -> GrammarSpec:
+    """Replace each embedding's placeholder terminal by the start rule of its grammar."""
+    terminals, rules, ignore = list(spec.terminals), list(spec.rules), list(spec.ignore)
+    starts = {}
+    for i, (placeholder, (keyword, value, at)) in enumerate(embedded.items()):
+        build = _EMBEDDINGS.get(keyword)
+        if build is None:
+            line, col = _line_col(text, at)
+            raise GrammarError(f"%{keyword} needs its front end: import guided.json_schema first"
+                               if keyword == "json" else f"unknown embedding %{keyword}", line, col)
+        try:
+            inner = build(value)
+        except ConstraintError as exc:
+            line, col = _line_col(text, at)
+            raise GrammarError(f"%{keyword}: {exc}", line, col) from None
+        start, inner_terms, inner_rules, inner_ignore = rename_spec(inner, f"embed{i}")
+        starts[placeholder] = start
+        terminals += inner_terms
+        rules += inner_rules
+        ignore += inner_ignore
+    rules = [(lhs, tuple(starts.get(s, s) for s in rhs)) for lhs, rhs in rules]
+    return GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), spec.start, spec.declared)
 
 
 def read_lark_file(path) -> str:

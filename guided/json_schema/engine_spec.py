@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Hashable
 from guided.json_schema import regex as rx
 from guided.grammars.bytedfa import ByteDFA, RegexError, _clip
 from guided.json_schema.families import SchemaFamilies
-from guided.json_schema.grammar import WHITESPACE, terminal_regex
+from guided.json_schema.grammar import WHITESPACE, family_symbol, terminal_regex
 from guided.json_schema.ir import UnsupportedSchemaError
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec
 from guided.grammars.lazy_bytedfa import LazyByteDFA
@@ -262,6 +262,11 @@ def _literal_dfa(data: bytes) -> ByteDFA:
     return ByteDFA.literal(data)
 
 
+@functools.lru_cache(maxsize=64)
+def _regex_dfa(regex: str) -> ByteDFA:
+    return ByteDFA.from_regex(regex)
+
+
 def terminal_dfa(source: tuple) -> ByteDFA:
     """The automaton of one schema terminal (``source`` as recorded by the schema compiler's
     ``terminal``), from its language.  A language the automata here refuse (an empty one,
@@ -273,6 +278,8 @@ def terminal_dfa(source: tuple) -> ByteDFA:
             return json_string_dfa(value)
         if kind == "plain":
             return plain_dfa(value)
+        if kind == "regex":
+            return _regex_dfa(value)
         return _literal_dfa(value)
     except rx.RegexUnsupported:
         return ByteDFA.from_regex(terminal_regex(source))
@@ -300,7 +307,7 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
             raise GrammarError(f"terminal {name} matches the empty string", name=name)
         terminals.append(TerminalSpec(name, "", 0, False, dfa))  # the regex text: grammar.text
     ignore: tuple = ()
-    if not grammar.compact:
+    if grammar.whitespace == "flexible":
         terminals.append(TerminalSpec("__IGNORE_0", WHITESPACE, 0, False, ByteDFA.from_regex(WHITESPACE)))
         ignore = ("__IGNORE_0",)
     literals: dict[str, str] = {}
@@ -329,8 +336,11 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
             rules.extend((lhs, v) for v in variants)
     lazy = None
     if any(grammar.families):
+        def family_symbol_of(sym: str) -> str:
+            return symbol(family_symbol(sym, grammar.whitespace))
+
         for fam in filter(None, grammar.families):  # their punctuation terminals exist before the lexer is built
             for sym in fam.punctuation():
-                symbol(sym)
-        lazy = SchemaFamilies(grammar.families, symbol)
+                family_symbol_of(sym)
+        lazy = SchemaFamilies(grammar.families, family_symbol_of)
     return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), ignore, "start", (), lazy)

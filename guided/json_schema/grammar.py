@@ -21,7 +21,7 @@ with ``uniqueItems`` an array's items from a finite set, are a *family* of nonte
 one per set written, that the parser makes as it reaches them
 (:mod:`guided.json_schema.families`).
 
-    >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), compact=True).text
+    >>> build_grammar(SchemaContext({"type": "integer", "minimum": 1}), whitespace="compact").text
     'start: J0\\nJ0: /[1-9]|[1-9][0-9]+/\\n'     # (shape of the output)
 """
 
@@ -56,13 +56,20 @@ from guided.json_schema.ir import (
     json_type,
 )
 
-__all__ = ["build_grammar", "SchemaGrammar", "MAX_RULES", "WHITESPACE"]
+__all__ = ["build_grammar", "SchemaGrammar", "MAX_RULES", "WHITESPACE", "BOUNDED_WHITESPACE", "WHITESPACE_MODES"]
 
 MAX_RULES = 50_000
 MAX_CHAIN = 3_000
 MAX_ENUMERATED_NUMBERS = 2_000
 MAX_DIVISIBILITY_REGEX = 6_000
-WHITESPACE = r"[ \t\n\r]+"
+WHITESPACE = r"[ \t\n\r]+"  # "flexible": any run between any two tokens (%ignore)
+# "bounded": one optional run after "{", "[", ",", ":" and before "}", "]": one space, or one line
+# break followed by at most MAX_INDENT spaces/tabs of indentation.  A model can write
+# json.dumps's spacing or pretty-print, but cannot run on into whitespace (the runaway of
+# unbounded JSON whitespace).
+MAX_INDENT = 20
+BOUNDED_WHITESPACE = rf"(?: |\r?\n[ \t]{{0,{MAX_INDENT}}})"
+WHITESPACE_MODES = ("bounded", "flexible", "compact")
 
 _LBRACE, _RBRACE, _LSQB, _RSQB, _COMMA, _COLON = '"{"', '"}"', '"["', '"]"', '","', '":"'
 
@@ -699,14 +706,74 @@ class _Builder:
         return out
 
     # -- output ------------------------------------------------------------------------
-    def output(self, start: str, compact: bool) -> "SchemaGrammar":
+    def output(self, start: str, whitespace: str) -> "SchemaGrammar":
         rules = _prune(self.rules, start, set(self.terminals.values()), self.families)
         used = {s.rstrip("?") for alts in rules.values() for a in alts for s in a} | {start}
         # families no kept rule uses are gone (None keeps the others' numbers, their names)
         self.families = [f if entry_name(i, f) in used else None for i, f in enumerate(self.families)]
         used |= {s for f in self.families if f is not None for s in f.symbols()}
         terminals = {name: source for source, name in self.terminals.items() if name in used}
-        return SchemaGrammar(start, rules, terminals, compact, dict(self.origins), self.families)
+        if whitespace == "bounded":
+            rules = _bounded_punctuation(rules, terminals)
+            for fam in filter(None, self.families):  # their lazily made rules write the same punctuation
+                for sym in fam.punctuation():
+                    if sym in _BOUNDED:
+                        term, regex = _BOUNDED[sym]
+                        terminals[term] = ("regex", regex)
+        return SchemaGrammar(start, rules, terminals, whitespace, dict(self.origins), self.families)
+
+
+# Punctuation that carries its bounded whitespace: after openers and separators, before closers;
+# an empty object or array is one terminal, so "{" "}" cannot hold two runs.
+_WS = BOUNDED_WHITESPACE
+_BOUNDED = {
+    _LBRACE: ("WS_LBRACE", r"\{" + _WS + "?"),
+    _LSQB: ("WS_LSQB", r"\[" + _WS + "?"),
+    _COMMA: ("WS_COMMA", "," + _WS + "?"),
+    _COLON: ("WS_COLON", ":" + _WS + "?"),
+    _RBRACE: ("WS_RBRACE", _WS + r"?\}"),
+    _RSQB: ("WS_RSQB", _WS + r"?\]"),
+}
+_BOUNDED_EMPTY = {
+    (_LBRACE, _RBRACE): ("WS_EMPTY_OBJECT", r"\{" + _WS + r"?\}"),
+    (_LSQB, _RSQB): ("WS_EMPTY_ARRAY", r"\[" + _WS + r"?\]"),
+}
+
+
+def family_symbol(sym: str, whitespace: str) -> str:
+    """The symbol a family's lazily made rule uses for ``sym``: under bounded whitespace, JSON
+    punctuation is the terminal that carries its whitespace, as in the written-out rules."""
+    if whitespace == "bounded" and sym in _BOUNDED:
+        return _BOUNDED[sym][0]
+    return sym
+
+
+def _bounded_punctuation(rules: dict, terminals: dict) -> dict:
+    """``rules`` with JSON punctuation replaced by terminals that carry bounded whitespace
+    (added to ``terminals`` as ``("regex", text)`` sources)."""
+    out: dict = {}
+    for name, alts in rules.items():
+        new_alts = []
+        for alt in alts:
+            new: list = []
+            i = 0
+            while i < len(alt):
+                pair = tuple(alt[i : i + 2])
+                if pair in _BOUNDED_EMPTY:
+                    term, regex = _BOUNDED_EMPTY[pair]
+                    i += 2
+                elif alt[i] in _BOUNDED:
+                    term, regex = _BOUNDED[alt[i]]
+                    i += 1
+                else:
+                    new.append(alt[i])
+                    i += 1
+                    continue
+                terminals[term] = ("regex", regex)
+                new.append(term)
+            new_alts.append(new)
+        out[name] = new_alts
+    return out
 
 
 def terminal_regex(source: tuple) -> str:
@@ -716,6 +783,8 @@ def terminal_regex(source: tuple) -> str:
         return rx.json_string_regex(value)
     if kind == "plain":
         return rx.plain_regex(value)
+    if kind == "regex":
+        return value
     return re.escape(value.decode("utf-8"))
 
 
@@ -725,7 +794,8 @@ class SchemaGrammar:
 
     ``rules``: rule name -> alternatives (symbols: rule names, ``name?`` for an optional
     rule, terminal names, quoted punctuation such as ``'"{"'``); ``terminals``: name ->
-    source (see :meth:`_Builder.terminal`); whitespace between tokens unless ``compact``;
+    source (see :meth:`_Builder.terminal`, or ``("regex", text)`` for punctuation with bounded
+    whitespace); ``whitespace``: one of :data:`WHITESPACE_MODES`;
     ``origins``: terminal name -> (keyword, JSON pointer); ``families``: the sets a parse
     remembers (:mod:`guided.json_schema.families`), used as symbols ``@p<i>``/``@u<i>``.
     """
@@ -733,7 +803,7 @@ class SchemaGrammar:
     root: str  # the rule of the whole value (the text's ``start: root``)
     rules: dict
     terminals: dict
-    compact: bool
+    whitespace: str
     origins: dict
     families: list = field(default_factory=list)
     _text: str | None = None
@@ -745,10 +815,10 @@ class SchemaGrammar:
             lines = [f"start: {self.root}"]
             for name, alts in self.rules.items():
                 lines.append(f"{name}: " + " | ".join(" ".join(_lark_name(s) for s in a) for a in alts))
-            lines += family_text(self.families)
+            lines += family_text(self.families, self.whitespace)
             for name, source in self.terminals.items():
                 lines.append(f"{name}: /{_lark_regex(terminal_regex(source))}/")
-            if not self.compact:
+            if self.whitespace == "flexible":
                 lines.append(f"%ignore /{WHITESPACE}/")
             self._text = "\n".join(lines) + "\n"
         return self._text
@@ -758,26 +828,27 @@ def _lark_name(sym: str) -> str:
     return "fam_" + sym[1:] if sym.startswith("@") else sym
 
 
-def family_text(families: list) -> list[str]:
+def family_text(families: list, whitespace: str = "flexible") -> list[str]:
     """Lark lines for the families: the order-free (or repetition-free) superset, with a
     comment saying what the parser's state adds."""
     lines = []
+    comma, colon = (_lark_name(family_symbol(p, whitespace)) for p in (_COMMA, _COLON))
     for i, fam in enumerate(families):
         if fam is None:
             continue
         name = _lark_name(entry_name(i, fam))
         if isinstance(fam, PropertySet):
-            members = [f"{k} {_COLON} {v}" for k, v, _, _ in fam.keys] + [x for x, _ in fam.extras]
+            members = [f"{k} {colon} {v}" for k, v, _, _ in fam.keys] + [x for x, _ in fam.extras]
             what = "each named property at most once, in any order; required ones and counts checked by the parser state"
         else:
-            members = [" ".join(sp) for spellings in fam.values for sp in spellings]
+            members = [" ".join(_lark_name(family_symbol(x, whitespace)) for x in sp) for spellings in fam.values for sp in spellings]
             what = "items pairwise distinct (uniqueItems), kept by the parser state"
         if not members:
             lines.append(f"{name}: ")
             continue
         one = f"{name}_m"
         lines.append(f"// {name}: {what}")
-        lines.append(f"{name}: ({one} ({_COMMA} {one})*)?")
+        lines.append(f"{name}: ({one} ({comma} {one})*)?")
         lines.append(f"{one}: " + " | ".join(members))
     return lines
 
@@ -923,13 +994,15 @@ def _number_literal(v, plain: bool = False) -> rx.Node:
     return rx.seq(rx.lit(text), rx.rep(rx.lit("0"), 0, None))
 
 
-def build_grammar(ctx: SchemaContext, *, compact: bool = False, property_order: str = "schema") -> SchemaGrammar:
+def build_grammar(ctx: SchemaContext, *, whitespace: str = "bounded", property_order: str = "schema") -> SchemaGrammar:
     """The grammar (rule ``start``) whose sentences are the JSON texts ``ctx`` accepts,
-    with the (keyword, JSON pointer) each schema-specific terminal comes from;
-    ``property_order="any"``: object members in any order (see :class:`PropertySet`)."""
+    with the (keyword, JSON pointer) each schema-specific terminal comes from.
+    ``whitespace``: ``"bounded"`` (see :data:`BOUNDED_WHITESPACE`), ``"flexible"`` (any run
+    between tokens) or ``"compact"`` (none); ``property_order="any"``: object members in any
+    order (see :class:`PropertySet`)."""
     b = _Builder(ctx, property_order)
     root = b.rule_for((ctx.root,))
     if root is None:
         raise UnsatisfiableSchemaError("no JSON value satisfies this schema (it is false)")
     b.run()
-    return b.output(root, compact)
+    return b.output(root, whitespace)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -1057,17 +1058,23 @@ def import_jsonschema():
     """
     import sys
 
-    if "jsonschema" in sys.modules:
-        return sys.modules["jsonschema"]
-    block = "rfc3987_syntax" not in sys.modules
-    if block:
-        sys.modules["rfc3987_syntax"] = None  # makes "import rfc3987_syntax" raise ImportError
-    try:
-        import jsonschema
-    finally:
-        if block and sys.modules.get("rfc3987_syntax", 0) is None:
-            del sys.modules["rfc3987_syntax"]
-    return jsonschema
+    # one import at a time: a second thread (the server compiles schemas in threads) would
+    # otherwise find the module in sys.modules half initialised
+    with _IMPORT_LOCK:
+        if "jsonschema" in sys.modules:
+            return sys.modules["jsonschema"]
+        block = "rfc3987_syntax" not in sys.modules
+        if block:
+            sys.modules["rfc3987_syntax"] = None  # makes "import rfc3987_syntax" raise ImportError
+        try:
+            import jsonschema
+        finally:
+            if block and sys.modules.get("rfc3987_syntax", 0) is None:
+                del sys.modules["rfc3987_syntax"]
+        return jsonschema
+
+
+_IMPORT_LOCK = threading.Lock()
 
 
 def _num(v: Any, pointer: str) -> Decimal:

@@ -94,8 +94,17 @@ Completeness (valid texts that are *not* accepted, by design):
   ``maxLength: 300`` then takes only short words; 11 of MaskBench's 5,653 schemas).  Such a
   cut-down language is never used to prove ``oneOf`` branches disjoint.
 
-Whitespace: ``whitespace="flexible"`` (default) allows JSON whitespace between tokens;
-``"compact"`` allows none.
+Whitespace between tokens (``whitespace=``):
+
+* ``"bounded"`` (default): at most one run after ``{`` ``[`` ``,`` ``:`` and before ``}`` ``]``,
+  and a run is one space, or one line break followed by up to 20 spaces/tabs of
+  indentation.  ``json.dumps(v)`` and ``json.dumps(v, indent=2)`` are accepted (up to 10
+  levels of nesting at indent 2), but a model can never run on into whitespace.  No
+  whitespace before ``,`` / ``:`` or around the whole value.
+* ``"flexible"``: any JSON whitespace between any two tokens (RFC 8259).  Exact for every
+  spelling, but unbounded: a weak model may emit newlines until its token budget is spent
+  (the same runaway as XGrammar's ``any_whitespace`` in vLLM).
+* ``"compact"``: no whitespace at all (``json.dumps(v, separators=(",", ":"))``).
 
 Property order: ``property_order="schema"`` is the default because it serves generation:
 the schema's author decides what the model writes first (a ``reasoning`` field before the
@@ -113,8 +122,9 @@ from typing import Any
 
 from guided.constraint import Constraint
 from guided.grammars.grammar import Grammar
+from guided.grammars.lark_loader import register_embedding
 from guided.json_schema.engine_spec import engine_spec
-from guided.json_schema.grammar import SchemaGrammar, build_grammar
+from guided.json_schema.grammar import WHITESPACE_MODES, SchemaGrammar, build_grammar
 from guided.json_schema.ir import (
     InvalidSchemaError,
     SchemaContext,
@@ -163,7 +173,7 @@ def schema_to_lark(
     schema: Any,
     *,
     strict: bool = True,
-    whitespace: str = "flexible",
+    whitespace: str = "bounded",
     validate: bool = True,
     assert_formats: bool = True,
     property_order: str = "schema",
@@ -177,15 +187,15 @@ def schema_to_lark(
 
 
 def _compile(schema, strict, whitespace, validate, assert_formats, property_order="schema") -> SchemaGrammar:
-    if whitespace not in ("flexible", "compact"):
-        raise ValueError("whitespace must be 'flexible' or 'compact'")
+    if whitespace not in WHITESPACE_MODES:
+        raise ValueError(f"whitespace must be one of {', '.join(WHITESPACE_MODES)}, not {whitespace!r}")
     if property_order not in ("schema", "any"):
         raise ValueError("property_order must be 'schema' or 'any'")
     schema = _load(schema)
     if validate:
         _check_schema(schema)
     ctx = SchemaContext(schema, strict=strict, assert_formats=assert_formats)
-    return build_grammar(ctx, compact=whitespace == "compact", property_order=property_order)
+    return build_grammar(ctx, whitespace=whitespace, property_order=property_order)
 
 
 class JSONSchema(Constraint):
@@ -193,10 +203,11 @@ class JSONSchema(Constraint):
 
     ``schema``: a dict, a bool, JSON text, or a pydantic model class.  ``strict``: refuse
     keywords that cannot be compiled exactly (default) or relax them as documented.
-    ``whitespace``: ``"flexible"`` or ``"compact"``.  ``validate``: check the schema
-    against its draft's metaschema first (``InvalidSchemaError``).  ``property_order``:
-    ``"schema"`` (default: named properties in the schema's order, which keeps the author's
-    order for generation) or ``"any"`` (any order, each at most once, as JSON Schema means).
+    ``whitespace``: ``"bounded"`` (default), ``"flexible"`` or ``"compact"`` (module docstring).
+    ``validate``: check the schema against its draft's metaschema first (``InvalidSchemaError``).
+    ``property_order``: ``"schema"`` (default: named properties in the schema's order, which
+    keeps the author's order for generation) or ``"any"`` (any order, each at most once, as
+    JSON Schema means).
     Compilation happens here, so schema errors raise at construction.
     """
 
@@ -205,7 +216,7 @@ class JSONSchema(Constraint):
         schema: Any,
         *,
         strict: bool = True,
-        whitespace: str = "flexible",
+        whitespace: str = "bounded",
         validate: bool = True,
         assert_formats: bool = True,
         property_order: str = "schema",
@@ -243,3 +254,11 @@ class JSONSchema(Constraint):
 
     def initial_state(self, compiled, vocab):
         return self.grammar.initial_state(compiled, vocab)
+
+
+def _embedded_json(schema: Any):
+    """``%json {...}`` inside a Lark grammar: the schema's grammar data (bounded whitespace)."""
+    return JSONSchema(schema).grammar.compiled.spec
+
+
+register_embedding("json", _embedded_json)

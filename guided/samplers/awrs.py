@@ -252,10 +252,13 @@ class AWRS(TokenSampler):
         # the count overflows integers and its gamma limit is exact to double precision.
         if z > 1e-12:
             extra = float(ctx.rng.negative_binomial(need, min(z, 1.0)))
-        else:
-            extra = float(ctx.rng.gamma(need, (1.0 - z) / z))
-        draws = k + draws_rejected + extra
-        return first, accepted[first], math.log((k - 1) / (draws - 1))
+            draws = k + draws_rejected + extra
+            return first, accepted[first], math.log((k - 1) / (draws - 1))
+        # Gamma(need, (1 - z) / z) = Gamma(need, 1) * (1 - z) / z, in log space: z itself may
+        # underflow to 0 (a low temperature), where (1 - z) / z divided by zero
+        log_extra = math.log(max(float(ctx.rng.gamma(need, 1.0)), 1e-300)) + math.log1p(-z) - log_z
+        log_draws_less_one = float(np.logaddexp(math.log(k - 1 + draws_rejected), log_extra))
+        return first, accepted[first], math.log(k - 1) - log_draws_less_one
 
     def _truncation_fallback(self, logits_row, state, ctx):
         """Z == 0 under top-k/top-p: sample from the untruncated distribution (generate only)."""

@@ -12,7 +12,9 @@ A request selects at most one constraint, with the OpenAI field or a vLLM-style 
 ``guided_choice: ["a", "b"]``                          one of the strings, exactly
 =====================================================  ===============================================
 
-plus the extras ``sampler`` (``awrs``/``masking``/``smc``) and ``particles`` (SMC).
+plus the extras ``sampler`` (``awrs``/``masking``/``smc``), ``particles`` (SMC) and
+``guided_whitespace`` (JSON whitespace: ``bounded``, the default, ``compact`` or ``flexible``;
+see :class:`~guided.json_schema.JSONSchema`).
 
     >>> spec = ConstraintSpec.from_request(CompletionRequest(model="m", prompt="x", guided_regex="[0-9]+"))
     >>> spec.kind, spec.key[:8]          # ('regex', '1c0a5f3e')
@@ -27,8 +29,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,20 +83,27 @@ class _Common(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None)
-    n: int = Field(default=1, ge=1, le=16)
+    n: int = Field(default=1, ge=1, le=128)  # the server's own limit (--max-choices) is checked later
     stream: bool = False
     stream_options: dict | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
-    user: str | None = None
+    user: str | None = None  # an end-user id: recorded by nobody, changes nothing (as at OpenAI)
     response_format: dict | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    # guided's: which distribution logprobs report ("raw": the model's; "constrained": renormalised
+    # on the tokens the constraint allows, at temperature 1)
+    logprobs_mode: Literal["raw", "constrained"] = "raw"
     # vLLM-style constraint extras
     guided_json: dict | str | None = None
     guided_regex: str | None = None
     guided_grammar: str | None = None
     guided_choice: list[str] | None = None
     guided_decoding_backend: str | None = None
-    guided_whitespace_pattern: str | None = None
+    guided_whitespace_pattern: str | None = None  # vLLM's: any value selects "flexible" whitespace
+    guided_whitespace: Literal["bounded", "flexible", "compact"] | None = None  # JSON whitespace (default bounded)
     # guided's own extras
     sampler: Literal["awrs", "masking", "smc"] | None = None
     particles: int = Field(default=8, ge=1, le=64)
@@ -108,21 +117,42 @@ class _Common(BaseModel):
         return tuple(s for s in stops if s)
 
     def unsupported(self) -> None:
-        """Reject the OpenAI options whose meaning this server cannot honour (400)."""
+        """Reject the OpenAI options whose meaning this server cannot honour (400), and check the
+        ones it honours beyond their types."""
         extra = self.model_extra or {}
-        for name in ("logprobs", "top_logprobs", "echo", "tools", "functions", "logit_bias", "suffix"):
+        for name in ("echo", "suffix", "audio", "prediction", "web_search_options", "reasoning_effort",
+                     "function_call", "functions"):
             value = extra.get(name)
-            if value not in (None, False, 0, [], {}):
+            if value not in (None, False, [], {}):
                 raise APIError(400, f"'{name}' is not supported by this server", param=name)
+        modalities = extra.get("modalities")
+        if modalities not in (None, ["text"]):
+            raise APIError(400, "only the 'text' modality is supported", param="modalities")
         best_of = extra.get("best_of")
         if best_of not in (None, 1):
             raise APIError(400, "'best_of' other than 1 is not supported", param="best_of")
         if self.top_k is not None and self.top_k < 1 and self.top_k != -1:
             raise APIError(400, "'top_k' must be >= 1 (or -1 for no limit)", param="top_k")
+        if self.stream_options is not None:
+            if not self.stream:
+                raise APIError(400, "'stream_options' is only allowed when 'stream' is true", param="stream_options")
+            if not isinstance(self.stream_options.get("include_usage", False), bool):
+                raise APIError(400, "'stream_options.include_usage' must be a boolean", param="stream_options")
+        for key, bias in (self.logit_bias or {}).items():
+            if not key.isdigit() or not -100 <= bias <= 100:
+                raise APIError(400, "'logit_bias' maps token ids to biases in [-100, 100]", param="logit_bias")
+
+    def logprob_request(self) -> int | None:
+        """How many top alternatives per token (``None``: no logprobs)."""
+        return None
 
 
 class CompletionRequest(_Common):
     prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+
+    def logprob_request(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
@@ -138,8 +168,10 @@ class CompletionRequest(_Common):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict] | None = None
+    tool_calls: list[dict] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -148,7 +180,7 @@ class ChatMessage(BaseModel):
             return self.content
         parts = []
         for part in self.content:
-            if part.get("type") != "text":
+            if part.get("type") not in ("text", "input_text", "output_text"):
                 raise APIError(400, f"message content of type {part.get('type')!r} is not supported (text only)",
                                param="messages")
             parts.append(str(part.get("text", "")))
@@ -158,20 +190,45 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def logprob_request(self) -> int | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
-def chat_prompt(tokenizer, messages: list[ChatMessage]) -> tuple[str, bool]:
+def chat_prompt(tokenizer, messages: list[ChatMessage], tools: list[dict] | None = None,
+                render_call=None, render_tools=None) -> tuple[str, bool]:
     """The prompt text of a chat, and whether it already holds the special tokens.
 
-    The tokenizer's chat template when it has one; otherwise a plain transcript ending in
-    ``assistant:`` (small base models have no template).
+    The tokenizer's chat template when it has one (given ``tools`` and the messages' tool
+    calls); otherwise a plain transcript ending in ``assistant:`` (small base models have no
+    template), where ``render_tools(tools)`` opens the chat and ``render_call(call)`` writes
+    an assistant's earlier calls.
     """
-    turns = [{"role": m.role, "content": m.text()} for m in messages]
+    for i, m in enumerate(messages):
+        if m.role == "tool" and not m.tool_call_id:
+            raise APIError(400, f"messages[{i}]: a 'tool' message needs 'tool_call_id'", param=f"messages[{i}]")
     template = getattr(tokenizer, "chat_template", None)
     if template:
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        turns = []
+        for m in messages:
+            turn: dict = {"role": m.role, "content": m.text()}
+            if m.tool_calls:
+                turn["tool_calls"] = m.tool_calls
+            if m.tool_call_id:
+                turn["tool_call_id"] = m.tool_call_id
+            turns.append(turn)
+        text = tokenizer.apply_chat_template(turns, tools=tools or None, tokenize=False, add_generation_prompt=True)
         return text, True
-    lines = [f"{t['role']}: {t['content']}" for t in turns]
+    lines = [f"system: {render_tools(tools)}"] if tools and render_tools else []
+    for m in messages:
+        text = m.text()
+        if m.tool_calls and render_call is not None:
+            text += "".join(render_call(c) for c in m.tool_calls)
+        lines.append(f"{m.role}: {text}")
     return "\n".join(lines) + "\nassistant:", False
 
 
@@ -182,8 +239,9 @@ def chat_prompt(tokenizer, messages: list[ChatMessage]) -> tuple[str, bool]:
 class ConstraintSpec:
     """A constraint described by content: ``kind`` and a canonical JSON ``payload``."""
 
-    kind: str  # "json_schema" | "regex" | "grammar" | "choice"
+    kind: str  # "json_schema" | "regex" | "grammar" | "choice" | "tools" (built by ``factory``)
     payload: str
+    factory: Callable[[], Constraint] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -193,9 +251,9 @@ class ConstraintSpec:
     def from_request(req: _Common) -> "ConstraintSpec | None":
         """The constraint ``req`` selects (``None``: plain text); 400 when ambiguous or malformed."""
         found: list[tuple[str, ConstraintSpec]] = []
-        # Compact JSON (no whitespace between tokens) unless the request asks for whitespace:
-        # small models finish compact JSON far sooner, and it is still any valid JSON text.
-        ws = "compact" if req.guided_whitespace_pattern is None else "flexible"
+        # JSON whitespace: bounded by default (a model can pretty-print but not run on into
+        # newlines); "compact" or "flexible" on request (vLLM's guided_whitespace_pattern: flexible).
+        ws = req.guided_whitespace or ("bounded" if req.guided_whitespace_pattern is None else "flexible")
         rf = req.response_format
         if rf is not None:
             kind = rf.get("type")
@@ -234,6 +292,8 @@ class ConstraintSpec:
 
     def build(self) -> Constraint:
         """The :class:`~guided.constraint.Constraint` (may raise ``ConstraintError``)."""
+        if self.factory is not None:
+            return self.factory()
         value = json.loads(self.payload)
         if self.kind == "json_schema":
             from guided.json_schema import JSONSchema
@@ -244,6 +304,7 @@ class ConstraintSpec:
 
             return Regex(value)
         if self.kind == "grammar":
+            import guided.json_schema  # noqa: F401 - lets grammars embed schemas with %json
             from guided.grammars import Grammar
 
             return Grammar(value, start=_start_rule(value), source="guided_grammar")

@@ -147,7 +147,7 @@ SCHEMAS = [
 ]
 
 
-@pytest.mark.parametrize("whitespace", ["flexible", "compact"])
+@pytest.mark.parametrize("whitespace", ["bounded", "flexible", "compact"])
 @pytest.mark.parametrize("schema", SCHEMAS, ids=range(len(SCHEMAS)))
 def test_engine_spec_equals_the_lark_text(schema, whitespace):
     """The spec handed to the engine and the Lark text shown to users are one grammar."""

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from guided.grammars.grammar import Grammar
 from guided.json_schema import JSONSchema
 from guided.json_schema.families import PropertySet
+from guided.json_schema.grammar import family_symbol
 
 
 def accepts(constraint, vocab, text: str) -> bool:
@@ -112,6 +113,7 @@ SMALL = [
 def _written_out(c: JSONSchema) -> str:
     """``c``'s grammar with each order-free object replaced by its orders, one alternative each."""
     g = c._schema_grammar
+    comma, colon = (family_symbol(p, g.whitespace) for p in ('","', '":"'))  # punctuation as the families write it
     lines = [ln for ln in g.text.splitlines() if not ln.startswith("fam_") and not ln.startswith("//")]
     for i, fam in enumerate(g.families):
         assert isinstance(fam, PropertySet) and not fam.extras
@@ -122,7 +124,7 @@ def _written_out(c: JSONSchema) -> str:
                 continue
             for order in itertools.permutations(range(len(fam.keys)), n):
                 if required <= set(order):
-                    alts.append(' "," '.join(f'{fam.keys[j][0]} ":" {fam.keys[j][1]}' for j in order) or "")
+                    alts.append(f" {comma} ".join(f"{fam.keys[j][0]} {colon} {fam.keys[j][1]}" for j in order) or "")
         body = " | ".join(f"({a})" for a in alts if a)
         lines.append(f"fam_p{i}: " + (f"({body})?" if "" in alts else body))
     return "\n".join(lines) + "\n"

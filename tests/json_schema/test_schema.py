@@ -327,12 +327,57 @@ def test_invalid_and_unsatisfiable_schemas():
 def test_whitespace_modes(vocab):
     schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
     value = {"a": [1, 2]}
-    flexible = JSONSchema(schema)
+    flexible = JSONSchema(schema, whitespace="flexible")
+    bounded = JSONSchema(schema)  # the default
     compact = JSONSchema(schema, whitespace="compact")
     for text in (json.dumps(value), json.dumps(value, indent=2), json.dumps(value, separators=(",", ":"))):
         assert accepts(flexible, vocab, text)
+        assert accepts(bounded, vocab, text)
     assert accepts(compact, vocab, json.dumps(value, separators=(",", ":")))
     assert not accepts(compact, vocab, json.dumps(value))
+    runaway = '{"a":\n\n\n[1 , 2]}'
+    assert accepts(flexible, vocab, runaway) and not accepts(bounded, vocab, runaway)
+    with pytest.raises(ValueError, match="whitespace"):
+        JSONSchema(schema, whitespace="loose")
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _gaps(text: str) -> list[int]:
+    """Positions right after "{", "[", ",", ":" outside strings (where bounded whitespace may go)."""
+    out, in_string, escaped = [], False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[,:":
+            out.append(i + 1)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_JSON_VALUES, indent=st.sampled_from([None, 0, 1, 2]), data=st.data())
+def test_bounded_whitespace_takes_pretty_printing_and_refuses_runaways(vocab, value, indent, data):
+    """Bounded (the default): every json.dumps spelling of moderate depth is accepted; a second
+    line break or an over-long run at any gap is refused."""
+    c = JSONSchema(True)
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    assert accepts(c, vocab, text)
+    gaps = _gaps(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    if gaps:
+        compact = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        at = data.draw(st.sampled_from(gaps))
+        bad = data.draw(st.sampled_from(["\n\n", "\n \n", "  ", "\n" + " " * 21, "\t\n\t\n", "\t"]))
+        assert not accepts(c, vocab, compact[:at] + bad + compact[at:])
+        good = data.draw(st.sampled_from(["\n", " ", "\n" + " " * 20, "\r\n\t", "\n\t\t"]))
+        assert accepts(c, vocab, compact[:at] + good + compact[at:])
+    assert not accepts(c, vocab, " " + text) and not accepts(c, vocab, text + "\n")
 
 
 def test_from_pydantic(vocab):

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from guided.grammars.grammar import Grammar
 from guided.json_schema import JSONSchema, UnsatisfiableSchemaError, UnsupportedSchemaError
-from guided.json_schema.families import UniqueValues
+from guided.json_schema.families import COMMA, UniqueValues
+from guided.json_schema.grammar import family_symbol
 
 VALUES = ["x", "y", 1, 2.5, True, None, {"k": [1]}, [0, "z"]]
 SCHEMAS = [
@@ -67,6 +68,9 @@ def test_equal_numbers_are_one_value(vocab):
 
 def _written_out(c: JSONSchema) -> str:
     g = c._schema_grammar
+    def symbol(sym: str) -> str:  # punctuation as the families write it
+        return family_symbol(sym, g.whitespace)
+
     lines = [ln for ln in g.text.splitlines() if not ln.startswith("fam_") and not ln.startswith("//")]
     for i, fam in enumerate(g.families):
         assert isinstance(fam, UniqueValues)
@@ -75,7 +79,7 @@ def _written_out(c: JSONSchema) -> str:
         for n in range(fam.min_items, top + 1):
             for order in itertools.permutations(range(len(fam.values)), n):
                 for spellings in itertools.product(*(fam.values[j] for j in order)):
-                    alts.append(' "," '.join(" ".join(sp) for sp in spellings))
+                    alts.append(f" {symbol(COMMA)} ".join(" ".join(map(symbol, sp)) for sp in spellings))
         body = " | ".join(f"({a})" for a in alts if a)
         lines.append(f"fam_u{i}: " + (f"({body})?" if "" in alts else body))
     return "\n".join(lines) + "\n"

@@ -89,6 +89,8 @@ class Chart:
         self._silent: dict = {}
         self._futures: dict = {}
         self._gap_info: dict = {}
+        self._gap_succ: dict = {}  # lexer state -> states one byte on inside a relaxed gap, no label emitted
+        self._long_reach: dict = {}
         self.accept_via = None  # (node, path) of the accepting ε-edge, or the end node
         self.items_built = 0
         self._done = False
@@ -180,7 +182,7 @@ class Chart:
                     if lexer.labels[e[0]][1]:
                         direct[None] = [(("F",), None)]
         else:
-            kind, arg = slots[i]
+            kind, arg = slots[i][:2]
             if kind == "k":
                 ev = lexer.events(q, arg)
                 if ev is not None:
@@ -209,6 +211,10 @@ class Chart:
                         skip = skip or lexer.labels[lab][1]
                 if skip and q != lexer.q0:  # an ignored lexeme ends inside the gap: go on from its node
                     kids.append((self._sid(i, lexer.q0), ("g", i, q, "skip", None)))
+                if q != lexer.q0 and len(slots[i]) > 2 and slots[i][2]:
+                    # the whole gap inside the lexeme in progress: each required token is a byte at least
+                    long = self._reach_after(q, slots[i][2])
+                    reach = [r for r in reach if r in long]
                 for r in reach:
                     kids.append((self._sid(i + 1, r), ("g", i, q, "through", r)))
         rec[2], rec[3] = direct, kids
@@ -465,12 +471,48 @@ class Chart:
                         labels.add(lexer.label_of(n))
                     else:
                         silent.add(q0)
+            self._gap_succ[r] = frozenset(silent)
             for n in silent:
                 if n not in seen:
                     seen.add(n)
                     stack.append(n)
         hit = (tuple(sorted(seen)), tuple(sorted(labels)))
         self._gap_info[q] = hit
+        return hit
+
+    def _reach_after(self, q: int, length: int) -> frozenset:
+        """States reachable from ``q`` in a relaxed gap by ``length`` or more bytes that emit no label
+        (the layers of the walk repeat with some period, so long lengths cost no more than short ones)."""
+        key = (q, length)
+        hit = self._long_reach.get(key)
+        if hit is not None:
+            return hit
+        self._gap_facts(q)
+        succ = self._gap_succ
+
+        def step(layer: frozenset) -> frozenset:
+            return frozenset(s for r in layer for s in succ[r])
+
+        layer = frozenset((q,))
+        first_seen: dict = {}
+        k = 0
+        while k < length and layer:
+            if layer in first_seen:
+                period = k - first_seen[layer]
+                for _ in range((length - k) % period):
+                    layer = step(layer)
+                break
+            first_seen[layer] = k
+            layer = step(layer)
+            k += 1
+        out = set(layer)
+        stack = list(layer)
+        while stack:
+            for s in succ[stack.pop()]:
+                if s not in out:
+                    out.add(s)
+                    stack.append(s)
+        hit = self._long_reach[key] = frozenset(out)
         return hit
 
     def _class_index(self, q: int) -> dict:

@@ -83,7 +83,7 @@ def lexer_for(grammar) -> GreedyLexer:
 
 @dataclass
 class CheckResult:
-    """``ok``: completable (``None``: the exact chart ran out of budget); ``filling``: one token id
+    """``ok``: completable; ``filling``: one token id
     (or ``None`` for an empty optional slot) per hole slot of a witness; ``how``: which step decided."""
 
     ok: bool | None
@@ -113,21 +113,19 @@ class InfillingChecker:
 
     ``grammar``: a :class:`~guided.grammars.Grammar`, Lark text, or a constraint with a
     ``.grammar`` (``JSONSchema``).  ``vocab``: a :class:`~guided.vocab.Vocabulary` or a Hugging
-    Face tokenizer.  ``budget``: work limit of the exact chart (items built plus edges scanned;
-    ``None``: unlimited); a call that exceeds it returns ``ok=None``.
+    Face tokenizer.  Every call decides (yes or no); there is no work budget.
     """
 
-    def __init__(self, grammar, vocab, *, budget: int | None = 2_000_000, short_holes: int = 2):
+    def __init__(self, grammar, vocab, *, short_holes: int = 2):
         from guided.vocab import Vocabulary
 
         self.grammar = _as_grammar(grammar)
         self.vocab = vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_tokenizer(vocab)
         self.lexer = lexer_for(self.grammar)
-        self.budget = budget
-        self.exact_chart = Chart(self.lexer, self.vocab, budget)
+        self.exact_chart = Chart(self.lexer, self.vocab)
         self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=True)
         self.hybrid_chart = Chart(self.lexer, self.vocab, weighted=True)
-        # repairs of the last witness: a small chart, so a small budget (running out only skips the step)
+        # repairs of the last witness: a small chart with a work cap (reaching it only skips the step)
         self.repair_chart = Chart(self.lexer, self.vocab, 50_000, weighted=True)
         self.repair_span = 8  # at most this many changed slots are repaired locally
         self.short_holes = short_holes
@@ -142,33 +140,25 @@ class InfillingChecker:
     # -- public ------------------------------------------------------------------------------
     def check(self, parts: Sequence[Part]) -> bool:
         """True iff some filling of the holes makes the whole a word of the grammar."""
-        ok = self.result(parts).ok
-        if ok is None:
-            raise ChartBudgetExceeded("the exact chart ran out of budget; raise InfillingChecker(budget=...)")
-        return ok
+        return self.result(parts).ok
 
     def witness(self, parts: Sequence[Part]) -> list[list[int]] | None:
         """Token ids for each hole (in order) of one completion, or ``None`` if there is none."""
         r = self.result(parts)
         return r.holes if r.ok else None
 
-    def result(self, parts: Sequence[Part], *, exact: bool = True, budget: int | None | str = "default") -> CheckResult:
-        """The decision with a witness and the step that made it.  ``exact=False`` never runs the
-        exact chart (an undecided call returns ``ok=None``, how ``"undecided"``); ``budget``
-        overrides the exact chart's work limit for this call."""
+    def result(self, parts: Sequence[Part], *, exact_only: bool = False) -> CheckResult:
+        """The decision with a witness and the step that made it.  ``exact_only``: skip the cheaper
+        steps and run the exact chart (the same answer, usually slower; for tests and comparisons)."""
         t0 = time.perf_counter()
         slots, spans = slots_and_spans(parts, self.vocab)
-        saved = self.exact_chart.budget
-        if budget != "default":
-            self.exact_chart.budget = budget
         # charts allocate many small objects and no reference cycles: the cyclic collector's full
         # passes over them would cost more than the check itself
         enabled = gc.isenabled()
         gc.disable()
         try:
-            r = self._decide(slots, exact)
+            r = self._exact(slots) if exact_only else self._decide(slots)
         finally:
-            self.exact_chart.budget = saved
             if enabled:
                 gc.enable()
         r.slots = slots
@@ -180,10 +170,10 @@ class InfillingChecker:
             self._remember(slots, r.filling)
         return r
 
-    def check_slots(self, slots: tuple, *, exact: bool = True) -> CheckResult:
+    def check_slots(self, slots: tuple) -> CheckResult:
         """Like :meth:`result` on slots already built with :func:`~guided.diffusion.canvas.slots_of`."""
         t0 = time.perf_counter()
-        r = self._decide(tuple(slots), exact)
+        r = self._decide(tuple(slots))
         r.slots = tuple(slots)
         r.seconds = time.perf_counter() - t0
         self.stats[r.how] += 1
@@ -193,7 +183,7 @@ class InfillingChecker:
         return r
 
     # -- the steps ------------------------------------------------------------------------------
-    def _decide(self, slots: tuple, exact: bool) -> CheckResult:
+    def _decide(self, slots: tuple) -> CheckResult:
         holes = [i for i, s in enumerate(slots) if s[0] == "h"]
         if not holes:
             ok = parse_bytes(self.lexer, b"".join(arg for _, arg in slots))
@@ -212,26 +202,19 @@ class InfillingChecker:
             return CheckResult(True, "realized", filling=filling)
         # counts matter most in short holes, where keeping them exact is cheap
         hybrid, runs, index = self._relaxed_slots(slots, self.short_holes)
-        if hybrid != relaxed and exact:
-            self.hybrid_chart.budget = self.exact_chart.budget
-            try:
-                ok = self.hybrid_chart.run(hybrid)
-            except ChartBudgetExceeded:
-                # the exact chart refines the hybrid one: it would run out of the same budget too
-                return CheckResult(None, "budget")
-            if ok is False:
+        if hybrid != relaxed:
+            if not self.hybrid_chart.run(hybrid):
                 return CheckResult(False, "hybrid")
-            if ok:
-                filling = self._realize(slots, runs, self.hybrid_chart, index)
-                if filling is not None:
-                    return CheckResult(True, "hybrid", filling=filling)
-        if not exact:
-            return CheckResult(None, "undecided")
-        try:
-            ok = self.exact_chart.run(slots)
-        except ChartBudgetExceeded:
-            return CheckResult(None, "budget")
-        if not ok:
+            filling = self._realize(slots, runs, self.hybrid_chart, index)
+            if filling is not None:
+                return CheckResult(True, "hybrid", filling=filling)
+        return self._exact(slots)
+
+    def _exact(self, slots: tuple) -> CheckResult:
+        """The exact chart: always decides (see the module docstring for its size bound)."""
+        if not any(s[0] == "h" for s in slots):
+            return CheckResult(parse_bytes(self.lexer, b"".join(arg for _, arg in slots)), "parse", filling={})
+        if not self.exact_chart.run(slots):
             return CheckResult(False, "exact")
         return CheckResult(True, "exact", filling=self._exact_filling(slots))
 
@@ -319,7 +302,7 @@ class InfillingChecker:
                         reduced.append(slots[k])
                 else:
                     runs.append((len(reduced), list(range(i, j))))
-                    reduced.append(("g", j - i))
+                    reduced.append(("g", j - i, sum(1 for k in range(i, j) if not slots[k][1])))
             else:  # far from the change: the witness's tokens stay
                 for k in range(i, j):
                     if old_slots[k][0] != "h":
@@ -363,7 +346,7 @@ class InfillingChecker:
                     relaxed.append(slots[k])
             else:
                 runs.append((len(relaxed), list(range(i, j))))
-                relaxed.append(("g", j - i))
+                relaxed.append(("g", j - i, sum(1 for k in range(i, j) if not slots[k][1])))
             i = j
         return tuple(relaxed), runs, index
 

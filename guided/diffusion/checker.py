@@ -116,15 +116,20 @@ class InfillingChecker:
     Face tokenizer.  Every call decides (yes or no); there is no work budget.
     """
 
-    def __init__(self, grammar, vocab, *, short_holes: int = 2):
+    def __init__(self, grammar, vocab, *, short_holes: int = 2, realize: bool = True):
         from guided.vocab import Vocabulary
 
         self.grammar = _as_grammar(grammar)
         self.vocab = vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_tokenizer(vocab)
         self.lexer = lexer_for(self.grammar)
         self.exact_chart = Chart(self.lexer, self.vocab)
-        self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=True)
-        self.hybrid_chart = Chart(self.lexer, self.vocab, weighted=True)
+        self.short_tail_chart = Chart(self.lexer, self.vocab)
+        self.tail_tries = (2, 6)  # trailing optional slots kept in the cheap exact tries
+        # unweighted, it stops at the first accepting item: a quick refutation, and its accepted path
+        # is realized only if ``realize`` (a weighted chart would find shorter, easier paths but
+        # costs far more than the exact chart on grammars like C)
+        self.realize = realize
+        self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=realize)
         # repairs of the last witness: a small chart with a work cap (reaching it only skips the step)
         self.repair_chart = Chart(self.lexer, self.vocab, 50_000, weighted=True)
         self.repair_span = 8  # at most this many changed slots are repaired locally
@@ -197,26 +202,34 @@ class InfillingChecker:
         relaxed, runs, index = self._relaxed_slots(slots)
         if not self.relaxed_chart.run(relaxed):
             return CheckResult(False, "relaxed")
-        filling = self._realize(slots, runs, self.relaxed_chart, index)
-        if filling is not None:
-            return CheckResult(True, "realized", filling=filling)
-        # counts matter most in short holes, where keeping them exact is cheap
-        hybrid, runs, index = self._relaxed_slots(slots, self.short_holes)
-        if hybrid != relaxed:
-            if not self.hybrid_chart.run(hybrid):
-                return CheckResult(False, "hybrid")
-            filling = self._realize(slots, runs, self.hybrid_chart, index)
+        if self.realize:
+            filling = self._realize(slots, runs, self.relaxed_chart, index)
             if filling is not None:
-                return CheckResult(True, "hybrid", filling=filling)
+                return CheckResult(True, "realized", filling=filling)
         return self._exact(slots)
 
     def _exact(self, slots: tuple) -> CheckResult:
-        """The exact chart: always decides (see the module docstring for its size bound)."""
+        """The exact chart: always decides (see the module docstring for its size bound).
+
+        A trailing run of optional slots is first tried shortened (to ``tail_tries`` slots): a
+        completion that leaves the other optional slots empty is a completion of the whole, and
+        the chart's work grows with the square of the slots it spans, so short completions are
+        found cheaply.  Only the full chart can say no."""
         if not any(s[0] == "h" for s in slots):
             return CheckResult(parse_bytes(self.lexer, b"".join(arg for _, arg in slots)), "parse", filling={})
+        tail = len(slots)
+        while tail and slots[tail - 1] == ("h", True):
+            tail -= 1
+        for keep in self.tail_tries:
+            if tail + keep >= len(slots):
+                break
+            if self.short_tail_chart.run(slots[: tail + keep]):
+                filling = self._exact_filling(slots[: tail + keep], self.short_tail_chart)
+                filling.update((i, None) for i in range(tail + keep, len(slots)))
+                return CheckResult(True, "exact", filling=filling)
         if not self.exact_chart.run(slots):
             return CheckResult(False, "exact")
-        return CheckResult(True, "exact", filling=self._exact_filling(slots))
+        return CheckResult(True, "exact", filling=self._exact_filling(slots, self.exact_chart))
 
     def _remember(self, slots: tuple, filling: dict) -> None:
         w = self._witnesses
@@ -416,11 +429,11 @@ class InfillingChecker:
                     return ids
         return None
 
-    def _exact_filling(self, slots: tuple) -> dict:
+    def _exact_filling(self, slots: tuple, chart: Chart) -> dict:
         filling: dict = {}
         lexer, vocab = self.lexer, self.vocab
-        for src, t, path, dst in self.exact_chart.scans():
-            for st in self.exact_chart.path_steps(path):
+        for src, t, path, dst in chart.scans():
+            for st in chart.path_steps(path):
                 if st[0] == "g":
                     continue
                 i, q, ci = st

@@ -56,7 +56,7 @@ def _sort_key(key: tuple, n_slots: int) -> tuple:
     if kind == "K":
         return (key[1], key[2], 0)
     if kind == "M":
-        return (key[1], 0, len(key[3]))
+        return (key[1], 0, key[2])
     return (n_slots + 1, 0, 0)
 
 
@@ -89,6 +89,10 @@ class Chart:
         self._silent: dict = {}
         self._futures: dict = {}
         self._gap_info: dict = {}
+        self._future_ids: dict = {}
+        self._future_sets: list = []
+        self._future_of: dict = {}
+        self._future_next: dict = {}
         self._gap_succ: dict = {}  # lexer state -> states one byte on inside a relaxed gap, no label emitted
         self._long_reach: dict = {}
         self.accept_via = None  # (node, path) of the accepting ε-edge, or the end node
@@ -195,7 +199,7 @@ class Chart:
             elif kind == "h":
                 silent, emits = self._summary(q, ())
                 for (lab, ends), ci in emits.items():
-                    tgt = self._b(i + 1) if ends else ("M", i, q, (lab,))
+                    tgt = self._b(i + 1) if ends else ("M", i, 1, self._future(q, (lab,)))
                     direct.setdefault(lab, []).append((tgt, (i, q, ci)))
                 for end, ci in silent.items():
                     kids.append((self._sid(i + 1, end), (i, q, ci)))
@@ -269,13 +273,24 @@ class Chart:
                 else:
                     kids.append((self._sid(i + 1, qe), None))
         elif kind == "M":
-            _, i, q, p = key
-            silent, emits = self._summary(q, p)
-            for (lab, ends), ci in emits.items():
-                tgt = self._b(i + 1) if ends else ("M", i, q, p + (lab,))
-                own.setdefault(lab, []).append((tgt, (i, q, ci)))
-            for end, ci in silent.items():
-                kids.append((self._sid(i + 1, end), (i, q, ci)))
+            _, i, depth, fid = key
+            q0 = lexer.q0
+            ends_seen: set = set()
+            for rest, end in self._future_sets[fid]:
+                if not rest:  # the token ends with no further label: the lexeme goes on in ``end``
+                    if end not in ends_seen:
+                        ends_seen.add(end)
+                        kids.append((self._sid(i + 1, end), ("mf", i, None, end)))
+                    continue
+                lab = rest[0]
+                ends = len(rest) == 1 and end == q0
+                if ends:
+                    tgt, step = self._b(i + 1), ("mf", i, lab, q0)
+                else:
+                    tgt, step = ("M", i, depth + 1, self._next_future(fid, lab)), ("mf", i, lab, None)
+                lst = own.setdefault(lab, [])
+                if all(t != tgt for t, _ in lst):
+                    lst.append((tgt, step))
         hit = (own, kids)
         self._starts[key] = hit
         return hit
@@ -514,6 +529,79 @@ class Chart:
                     stack.append(s)
         hit = self._long_reach[key] = frozenset(out)
         return hit
+
+    # -- inside a hole's token: nodes keyed by what the rest of the token can still do -------------
+    # After a token of a hole slot emitted labels ``p`` (started in lexer state ``q``), all that
+    # matters is the set of (labels still to come, end state) of the classes with that prefix: nodes
+    # with equal sets have equal futures, so they are one node (many lexer states share them).
+
+    def _intern_future(self, future: frozenset) -> int:
+        fid = self._future_ids.get(future)
+        if fid is None:
+            fid = self._future_ids[future] = len(self._future_sets)
+            self._future_sets.append(future)
+        return fid
+
+    def _future(self, q: int, p: tuple) -> int:
+        key = (q, p)
+        fid = self._future_of.get(key)
+        if fid is None:
+            classes = self.lexer.classes(q, self.vocab)
+            q0 = self.lexer.q0
+            n = len(p)
+            future = frozenset(
+                (c.labels[n:], c.end)
+                for c in (classes[ci] for ci in self._class_index(q).get(p, ()))
+                if len(c.labels) > n or c.end != q0
+            )
+            fid = self._future_of[key] = self._intern_future(future)
+        return fid
+
+    def _next_future(self, fid: int, lab: int) -> int:
+        key = (fid, lab)
+        nxt = self._future_next.get(key)
+        if nxt is None:
+            q0 = self.lexer.q0
+            future = frozenset(
+                (rest[1:], end)
+                for rest, end in self._future_sets[fid]
+                if rest and rest[0] == lab and (len(rest) > 1 or end != q0)
+            )
+            nxt = self._future_next[key] = self._intern_future(future)
+        return nxt
+
+    def hole_choices(self, steps: list) -> dict:
+        """``{hole slot: token id or None}`` from the steps of a path (a token's pieces, in order)."""
+        lexer = self.lexer
+        started: dict = {}
+        out: dict = {}
+        for st in steps:
+            if st[0] == "g":
+                continue
+            if st[0] == "mf":
+                _, i, lab, end = st
+                rec = started[i]
+                if lab is not None:
+                    rec[1].append(lab)
+                rec[2] = end
+                continue
+            i, q, ci = st
+            if ci < 0:
+                out[i] = None
+                continue
+            out[i] = lexer.classes(q, self.vocab)[ci].witness
+            started[i] = [q, list(lexer.classes(q, self.vocab)[ci].labels[:1]), None, ci]
+        for i, (q, labels, end, ci) in started.items():
+            if end is None:  # the token's class was complete at its first piece
+                continue
+            want = (tuple(labels), end)
+            for c in lexer.classes(q, self.vocab):
+                if (c.labels, c.end) == want:
+                    out[i] = c.witness
+                    break
+            else:  # pragma: no cover - a future only holds what some class does
+                raise AssertionError("no token class for a hole's path")
+        return out
 
     def _class_index(self, q: int) -> dict:
         key = ("index", q)

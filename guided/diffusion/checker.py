@@ -432,12 +432,8 @@ class InfillingChecker:
     def _exact_filling(self, slots: tuple, chart: Chart) -> dict:
         filling: dict = {}
         lexer, vocab = self.lexer, self.vocab
-        for src, t, path, dst in chart.scans():
-            for st in chart.path_steps(path):
-                if st[0] == "g":
-                    continue
-                i, q, ci = st
-                filling[i] = None if ci < 0 else lexer.classes(q, vocab)[ci].witness
+        steps = [st for _, _, path, _ in chart.scans() for st in chart.path_steps(path)]
+        filling.update(chart.hole_choices(steps))
         for i, s in enumerate(slots):
             if s[0] == "h" and i not in filling:
                 filling[i] = None

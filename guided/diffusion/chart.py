@@ -43,7 +43,7 @@ class ChartBudgetExceeded(RuntimeError):
 class ENode:
     """Items at one automaton node (immutable once built); origins are other ``ENode``s."""
 
-    __slots__ = ("key", "explicit", "pred", "allowed", "accepting", "causes", "costs", "n_items", "__weakref__")
+    __slots__ = ("key", "explicit", "pred", "allowed", "accepting", "causes", "costs", "n_items", "own", "__weakref__")
 
     def __repr__(self) -> str:
         return f"ENode({self.key}, {self.n_items} items)"
@@ -89,6 +89,7 @@ class Chart:
         self._silent: dict = {}
         self._futures: dict = {}
         self._gap_info: dict = {}
+        self._twins: dict = {}  # seed items -> the node closed from them in this run
         self._future_ids: dict = {}
         self._future_sets: list = []
         self._future_of: dict = {}
@@ -619,6 +620,18 @@ class Chart:
         """Close the seeded items of node ``key`` (seeds: ``{item: (cost, cause)}``)."""
         node = ENode()
         node.key = key
+        node.own = None
+        shared_key = None
+        if key[0] != "G" and not self.weighted:
+            # nodes seeded with the same items (e.g. one label scanned into tokens with different
+            # futures) close to the same items: share them; only the seeds' own causes differ
+            shared_key = frozenset(seeds)
+            twin = self._twins.get(shared_key)
+            if twin is not None:
+                for name in ("causes", "costs", "explicit", "pred", "allowed", "accepting", "n_items"):
+                    setattr(node, name, getattr(twin, name))
+                node.own = {it: cause for it, (_, cause) in seeds.items()}
+                return node
         if key[0] == "G":
             self._close_loop(node, seeds)
         elif self.weighted:
@@ -646,6 +659,8 @@ class Chart:
         node.accepting = self._goal in items
         node.n_items = len(items)
         self._count(len(items))
+        if shared_key is not None:
+            self._twins[shared_key] = node
         return node
 
     def _close(self, node: ENode, seeds: dict) -> None:
@@ -847,6 +862,7 @@ class Chart:
         self.items_built = 0
         self.accept_via = None
         self._done = False
+        self._twins = {}
         heap: list = []
         seeds: dict = {}
         if not kept:
@@ -995,7 +1011,9 @@ class Chart:
                 result.append(a)
                 continue
             node, item = a, b
-            cause = node.causes.get(item)
+            cause = node.own.get(item) if node.own else None
+            if cause is None:
+                cause = node.causes.get(item)
             if cause is None:
                 continue  # a predicted item: derives nothing yet
             kind = cause[0]

@@ -4,9 +4,11 @@ Nodes of the automaton are the points where a lexeme can end (a terminal is emit
 
 * ``("B", i)``: the start of slot ``i`` with nothing pending (``("B", 0)`` is the start);
 * ``("K", i, j)``: inside known slot ``i``, before byte ``j``;
-* ``("M", i, q, p)``: inside the token of hole slot ``i`` that was started in lexer state
-  ``q``, after it emitted the labels ``p`` (the token goes on: its remaining bytes are any
-  suffix that completes a vocabulary token with that behaviour);
+* ``("M", i, d, f)``: inside the token of hole slot ``i`` after it emitted ``d`` labels; ``f``
+  names the token's *future*: the set of (labels still to come, end state) of the token
+  classes that can be in progress there.  Tokens started in different lexer states with the
+  same future are one node (their continuations are the same), which keeps the node count far
+  below (lexer states x label prefixes);
 * ``("G", i)``: anywhere inside gap slot ``i`` of a *relaxed* chart (a run of holes taken as
   any byte string: an over-approximation used to refute quickly);
 * ``("F",)``: the end.

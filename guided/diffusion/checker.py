@@ -21,23 +21,35 @@ considers fewer terminals (so the outputs of :func:`guided.diffusion.generate` p
 The decision is the emptiness of the grammar intersected with the regular language of all
 fillings, decided on a Bar-Hillel style product chart (:mod:`guided.diffusion.chart`: Earley
 deduction over the lexeme automaton of the partial output, stopping at the first accepting
-item).  Cheaper steps come first and are exact in the direction they decide:
+item).  Every call answers yes or no; there is no budget and no "undecided".  Cheaper steps
+come first and are exact in the direction they decide:
 
 1. *reuse*: a remembered witness (of the last four yes answers), with the newly known
    tokens put in, is parsed; if it is a word, the answer is yes (the common case when one
    hole position is filled);
 2. *repair*: the remembered witness closest to the call, with only the runs of holes next to
-   the changed slots filled anew (a small relaxed chart, realized and parsed); a word means yes;
-3. *relaxed* chart: every run of holes taken as *any* byte string (no token count) -- a
-   product chart with one looping node per run; if even that is empty the answer is no;
-4. *realized*: the relaxed chart's accepted path is turned into real tokens with the
-   right counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes;
-5. *hybrid*: as 3-4 with runs of up to ``short_holes`` holes kept exact.
+   the changed slots filled anew (a small relaxed chart with a work cap, realized and parsed;
+   reaching the cap only skips the step); a word means yes;
+3. *relaxed* chart: every run of more than ``short_holes`` holes taken as *any* byte string
+   (token counts dropped, except that a run read entirely inside one lexeme needs at least as
+   many bytes as it has required tokens) -- an over-approximation; if it is empty the answer is
+   no.  This is the decision problem of the published method (Mündler et al. 2025, where every
+   masked run is any string);
+4. *realized*: the relaxed chart's accepted path is turned into real tokens with the right
+   counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes;
+5. *exact*: the exact chart (hole positions explicit, the vocabulary's token classes per lexer
+   state as edges) decides.  A trailing run of optional holes is first tried shortened to 2 and
+   6 slots (a completion leaving the rest empty is a completion), which finds short endings
+   cheaply; only the full chart says no.
 
-Only when all of them are inconclusive does the exact chart run (hole positions explicit, the
-vocabulary's token classes per lexer state as edges; it can be slow for long holes, hence
-``budget``).  Each chart is incremental: a call whose slots differ from the previous call's
-from slot ``p`` on reuses the item sets of every node before ``p``.
+Size bound of the exact chart: with ``n`` slots, ``Q`` lexer states, ``F`` distinct token
+futures (the (labels still to come, end state) sets of the token classes after a prefix of
+their labels: at most ``Q`` times the classes per state times the labels per token), the
+automaton has ``N <= n * (1 + F) + (bytes of known slots)`` nodes and ``n * Q`` silent lexer
+states; Earley deduction over it holds at most ``N^2 * R`` items (``R`` dotted rules) and
+runs in ``O(N^3 * R)`` -- polynomial in the canvas length and the grammar size, and each
+check stops at the first accepting item.  Each chart is incremental: a call whose slots differ
+from the previous call's from slot ``p`` on reuses the item sets of every node before ``p``.
 """
 
 from __future__ import annotations

@@ -142,6 +142,10 @@ class InfillingChecker:
         # costs far more than the exact chart on grammars like C)
         self.realize = realize
         self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=realize)
+        self.refine_chart = Chart(self.lexer, self.vocab)
+        self.refine_rounds = 3
+        self.refine_run_limit = 4  # longer runs kept exact cost about what the exact chart costs
+        self._failed_runs: set = set()
         # repairs of the last witness: a small chart with a work cap (reaching it only skips the step)
         self.repair_chart = Chart(self.lexer, self.vocab, 50_000, weighted=True)
         self.repair_span = 8  # at most this many changed slots are repaired locally
@@ -211,13 +215,26 @@ class InfillingChecker:
         repaired = self._repair(slots)
         if repaired is not None:
             return CheckResult(True, "repair", filling=repaired)
-        relaxed, runs, index = self._relaxed_slots(slots)
-        if not self.relaxed_chart.run(relaxed):
-            return CheckResult(False, "relaxed")
-        if self.realize:
-            filling = self._realize(slots, runs, self.relaxed_chart, index)
+        # relaxed, then refined: the runs whose witness tokens could not be found are kept exact
+        # in the next round (still an over-approximation, so an empty chart still means no)
+        keep: set = set()
+        chart = self.relaxed_chart
+        for round_ in range(self.refine_rounds + 1):
+            how = "relaxed" if round_ == 0 else "refined"
+            relaxed, runs, index = self._relaxed_slots(slots, keep=keep)
+            if not chart.run(relaxed):
+                return CheckResult(False, how)
+            if not self.realize:
+                break
+            filling = self._realize(slots, runs, chart, index)
             if filling is not None:
-                return CheckResult(True, "realized", filling=filling)
+                return CheckResult(True, "realized" if round_ == 0 else how, filling=filling)
+            failed = self._failed_runs - keep
+            short = all(len(members) <= self.refine_run_limit for _, members in runs if members[0] in failed)
+            if not failed or not short or len(keep | failed) >= len(runs) + len(keep):
+                break  # nothing new to keep exact, a long run, or everything: the exact chart's turn
+            keep |= failed
+            chart = self.refine_chart
         return self._exact(slots)
 
     def _exact(self, slots: tuple) -> CheckResult:
@@ -349,9 +366,10 @@ class InfillingChecker:
         return self._realize(slots, runs, self.repair_chart, index, base)
 
     @staticmethod
-    def _relaxed_slots(slots: tuple, keep_short: int = 0):
-        """Slots with every run of more than ``keep_short`` holes turned into one gap (any bytes).
-        Returns the slots, the gap runs ``(gap slot, [hole slots])`` and, per kept slot, its index."""
+    def _relaxed_slots(slots: tuple, keep_short: int = 0, keep: set | frozenset = frozenset()):
+        """Slots with every run of more than ``keep_short`` holes (and not starting at a slot in
+        ``keep``) turned into one gap (any bytes).  Returns the slots, the gap runs ``(gap slot,
+        [hole slots])`` and, per kept slot, its index."""
         relaxed: list = []
         runs: list = []
         index: dict = {}
@@ -365,7 +383,7 @@ class InfillingChecker:
             j = i
             while j < n and slots[j][0] == "h":
                 j += 1
-            if j - i <= keep_short:
+            if j - i <= keep_short or i in keep:
                 for k in range(i, j):
                     index[len(relaxed)] = k
                     relaxed.append(slots[k])
@@ -376,10 +394,14 @@ class InfillingChecker:
         return tuple(relaxed), runs, index
 
     def _realize(self, slots: tuple, runs: list, chart: Chart, index: dict, base: dict | None = None) -> dict | None:
-        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails.
-        ``base``: tokens already chosen for the hole slots the chart saw as known bytes."""
+        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails
+        (``_failed_runs``: the first slots of the runs that got no tokens, or of every run when the
+        filled output did not parse).  ``base``: tokens already chosen for the hole slots the
+        chart saw as known bytes."""
         realizer = self.realizer
         pieces, choices = realizer.read(chart)
+        failed: set = set()
+        self._failed_runs = failed
         for spaced in (False, True):
             filling = dict(base) if base else {}
             filling.update((index[i], t) for i, t in choices.items())
@@ -396,7 +418,9 @@ class InfillingChecker:
                         ids = self._split_run(parts, required, len(members), pieces.get(gi, []))
                 if ids is None:
                     ok = False
-                    break
+                    if spaced:
+                        failed.add(members[0])
+                    continue
                 # tokens go to the required slots first, then to optional ones
                 order = [i for i in members if not slots[i][1]] + [i for i in members if slots[i][1]]
                 for k, i in enumerate(order):
@@ -410,6 +434,8 @@ class InfillingChecker:
             )
             if all(i in filling for i, s in enumerate(slots) if s[0] == "h") and parse_bytes(self.lexer, data):
                 return filling
+            if spaced:
+                failed.update(members[0] for _, members in runs)
         return None
 
     def _split_run(self, parts: list, lo: int, hi: int, pieces: list) -> list[int] | None:

@@ -129,8 +129,10 @@ def percentiles(xs: list[float]) -> dict:
 
 
 def schema_document(rng: random.Random, target_tokens: int, tok) -> str:
-    """A document of :data:`DOC_SCHEMA` (``json_document`` writes exactly that shape)."""
-    return json_document(rng, target_tokens, tok)
+    """A document of :data:`DOC_SCHEMA` (``json_document`` writes exactly that shape), non-ASCII
+    characters written as UTF-8 rather than ``\\u`` escapes (the schema grammar's length-capped
+    string terminal does not take ``\\u`` escapes)."""
+    return json.dumps(json.loads(json_document(rng, target_tokens, tok)), ensure_ascii=False)
 
 
 #: the JSON-Schema-derived grammar of the latency rows: the shape ``json_document`` writes

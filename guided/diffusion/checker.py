@@ -30,13 +30,15 @@ come first and are exact in the direction they decide:
 2. *repair*: the remembered witness closest to the call, with only the runs of holes next to
    the changed slots filled anew (a small relaxed chart with a work cap, realized and parsed;
    reaching the cap only skips the step); a word means yes;
-3. *relaxed* chart: every run of more than ``short_holes`` holes taken as *any* byte string
+3. *relaxed* chart: every run of holes taken as *any* byte string
    (token counts dropped, except that a run read entirely inside one lexeme needs at least as
    many bytes as it has required tokens) -- an over-approximation; if it is empty the answer is
    no.  This is the decision problem of the published method (Mündler et al. 2025, where every
    masked run is any string);
 4. *realized*: the relaxed chart's accepted path is turned into real tokens with the right
-   counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes;
+   counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes.  *refined*: the
+   runs of at most 4 holes that got no tokens are kept exact and 3-4 run again (up to 3
+   rounds; still an over-approximation, so an empty chart is a no);
 5. *exact*: the exact chart (hole positions explicit, the vocabulary's token classes per lexer
    state as edges) decides.  A trailing run of optional holes is first tried shortened to 2 and
    6 slots (a completion leaving the rest empty is a completion), which finds short endings

@@ -11,7 +11,6 @@ all terminals) and :mod:`guided.diffusion.sampler` for the decoding loop.
 """
 
 from guided.diffusion.canvas import Hole, canvas_parts, slots_of
-from guided.diffusion.chart import ChartBudgetExceeded
 from guided.diffusion.checker import CheckResult, InfillingChecker
 from guided.diffusion.realize import parse_bytes
 from guided.diffusion.sampler import DiffusionOutput, generate
@@ -25,5 +24,4 @@ __all__ = [
     "canvas_parts",
     "slots_of",
     "parse_bytes",
-    "ChartBudgetExceeded",
 ]

@@ -4,9 +4,11 @@ Nodes of the automaton are the points where a lexeme can end (a terminal is emit
 
 * ``("B", i)``: the start of slot ``i`` with nothing pending (``("B", 0)`` is the start);
 * ``("K", i, j)``: inside known slot ``i``, before byte ``j``;
-* ``("M", i, q, p)``: inside the token of hole slot ``i`` that was started in lexer state
-  ``q``, after it emitted the labels ``p`` (the token goes on: its remaining bytes are any
-  suffix that completes a vocabulary token with that behaviour);
+* ``("M", i, d, f)``: inside the token of hole slot ``i`` after it emitted ``d`` labels; ``f``
+  names the token's *future*: the set of (labels still to come, end state) of the token
+  classes that can be in progress there.  Tokens started in different lexer states with the
+  same future are one node (their continuations are the same), which keeps the node count far
+  below (lexer states x label prefixes);
 * ``("G", i)``: anywhere inside gap slot ``i`` of a *relaxed* chart (a run of holes taken as
   any byte string: an over-approximation used to refute quickly);
 * ``("F",)``: the end.
@@ -43,7 +45,7 @@ class ChartBudgetExceeded(RuntimeError):
 class ENode:
     """Items at one automaton node (immutable once built); origins are other ``ENode``s."""
 
-    __slots__ = ("key", "explicit", "pred", "allowed", "accepting", "causes", "costs", "n_items", "__weakref__")
+    __slots__ = ("key", "explicit", "pred", "allowed", "accepting", "causes", "costs", "n_items", "own", "__weakref__")
 
     def __repr__(self) -> str:
         return f"ENode({self.key}, {self.n_items} items)"
@@ -56,7 +58,7 @@ def _sort_key(key: tuple, n_slots: int) -> tuple:
     if kind == "K":
         return (key[1], key[2], 0)
     if kind == "M":
-        return (key[1], 0, len(key[3]))
+        return (key[1], 0, key[2])
     return (n_slots + 1, 0, 0)
 
 
@@ -89,6 +91,13 @@ class Chart:
         self._silent: dict = {}
         self._futures: dict = {}
         self._gap_info: dict = {}
+        self._twins: dict = {}  # seed items -> the node closed from them in this run
+        self._future_ids: dict = {}
+        self._future_sets: list = []
+        self._future_of: dict = {}
+        self._future_next: dict = {}
+        self._gap_succ: dict = {}  # lexer state -> states one byte on inside a relaxed gap, no label emitted
+        self._long_reach: dict = {}
         self.accept_via = None  # (node, path) of the accepting ε-edge, or the end node
         self.items_built = 0
         self._done = False
@@ -180,7 +189,7 @@ class Chart:
                     if lexer.labels[e[0]][1]:
                         direct[None] = [(("F",), None)]
         else:
-            kind, arg = slots[i]
+            kind, arg = slots[i][:2]
             if kind == "k":
                 ev = lexer.events(q, arg)
                 if ev is not None:
@@ -193,7 +202,7 @@ class Chart:
             elif kind == "h":
                 silent, emits = self._summary(q, ())
                 for (lab, ends), ci in emits.items():
-                    tgt = self._b(i + 1) if ends else ("M", i, q, (lab,))
+                    tgt = self._b(i + 1) if ends else ("M", i, 1, self._future(q, (lab,)))
                     direct.setdefault(lab, []).append((tgt, (i, q, ci)))
                 for end, ci in silent.items():
                     kids.append((self._sid(i + 1, end), (i, q, ci)))
@@ -209,6 +218,10 @@ class Chart:
                         skip = skip or lexer.labels[lab][1]
                 if skip and q != lexer.q0:  # an ignored lexeme ends inside the gap: go on from its node
                     kids.append((self._sid(i, lexer.q0), ("g", i, q, "skip", None)))
+                if q != lexer.q0 and len(slots[i]) > 2 and slots[i][2]:
+                    # the whole gap inside the lexeme in progress: each required token is a byte at least
+                    long = self._reach_after(q, slots[i][2])
+                    reach = [r for r in reach if r in long]
                 for r in reach:
                     kids.append((self._sid(i + 1, r), ("g", i, q, "through", r)))
         rec[2], rec[3] = direct, kids
@@ -263,13 +276,24 @@ class Chart:
                 else:
                     kids.append((self._sid(i + 1, qe), None))
         elif kind == "M":
-            _, i, q, p = key
-            silent, emits = self._summary(q, p)
-            for (lab, ends), ci in emits.items():
-                tgt = self._b(i + 1) if ends else ("M", i, q, p + (lab,))
-                own.setdefault(lab, []).append((tgt, (i, q, ci)))
-            for end, ci in silent.items():
-                kids.append((self._sid(i + 1, end), (i, q, ci)))
+            _, i, depth, fid = key
+            q0 = lexer.q0
+            ends_seen: set = set()
+            for rest, end in self._future_sets[fid]:
+                if not rest:  # the token ends with no further label: the lexeme goes on in ``end``
+                    if end not in ends_seen:
+                        ends_seen.add(end)
+                        kids.append((self._sid(i + 1, end), ("mf", i, None, end)))
+                    continue
+                lab = rest[0]
+                ends = len(rest) == 1 and end == q0
+                if ends:
+                    tgt, step = self._b(i + 1), ("mf", i, lab, q0)
+                else:
+                    tgt, step = ("M", i, depth + 1, self._next_future(fid, lab)), ("mf", i, lab, None)
+                lst = own.setdefault(lab, [])
+                if all(t != tgt for t, _ in lst):
+                    lst.append((tgt, step))
         hit = (own, kids)
         self._starts[key] = hit
         return hit
@@ -465,6 +489,7 @@ class Chart:
                         labels.add(lexer.label_of(n))
                     else:
                         silent.add(q0)
+            self._gap_succ[r] = frozenset(silent)
             for n in silent:
                 if n not in seen:
                     seen.add(n)
@@ -472,6 +497,114 @@ class Chart:
         hit = (tuple(sorted(seen)), tuple(sorted(labels)))
         self._gap_info[q] = hit
         return hit
+
+    def _reach_after(self, q: int, length: int) -> frozenset:
+        """States reachable from ``q`` in a relaxed gap by ``length`` or more bytes that emit no label
+        (the layers of the walk repeat with some period, so long lengths cost no more than short ones)."""
+        key = (q, length)
+        hit = self._long_reach.get(key)
+        if hit is not None:
+            return hit
+        self._gap_facts(q)
+        succ = self._gap_succ
+
+        def step(layer: frozenset) -> frozenset:
+            return frozenset(s for r in layer for s in succ[r])
+
+        layer = frozenset((q,))
+        first_seen: dict = {}
+        k = 0
+        while k < length and layer:
+            if layer in first_seen:
+                period = k - first_seen[layer]
+                for _ in range((length - k) % period):
+                    layer = step(layer)
+                break
+            first_seen[layer] = k
+            layer = step(layer)
+            k += 1
+        out = set(layer)
+        stack = list(layer)
+        while stack:
+            for s in succ[stack.pop()]:
+                if s not in out:
+                    out.add(s)
+                    stack.append(s)
+        hit = self._long_reach[key] = frozenset(out)
+        return hit
+
+    # -- inside a hole's token: nodes keyed by what the rest of the token can still do -------------
+    # After a token of a hole slot emitted labels ``p`` (started in lexer state ``q``), all that
+    # matters is the set of (labels still to come, end state) of the classes with that prefix: nodes
+    # with equal sets have equal futures, so they are one node (many lexer states share them).
+
+    def _intern_future(self, future: frozenset) -> int:
+        fid = self._future_ids.get(future)
+        if fid is None:
+            fid = self._future_ids[future] = len(self._future_sets)
+            self._future_sets.append(future)
+        return fid
+
+    def _future(self, q: int, p: tuple) -> int:
+        key = (q, p)
+        fid = self._future_of.get(key)
+        if fid is None:
+            classes = self.lexer.classes(q, self.vocab)
+            q0 = self.lexer.q0
+            n = len(p)
+            future = frozenset(
+                (c.labels[n:], c.end)
+                for c in (classes[ci] for ci in self._class_index(q).get(p, ()))
+                if len(c.labels) > n or c.end != q0
+            )
+            fid = self._future_of[key] = self._intern_future(future)
+        return fid
+
+    def _next_future(self, fid: int, lab: int) -> int:
+        key = (fid, lab)
+        nxt = self._future_next.get(key)
+        if nxt is None:
+            q0 = self.lexer.q0
+            future = frozenset(
+                (rest[1:], end)
+                for rest, end in self._future_sets[fid]
+                if rest and rest[0] == lab and (len(rest) > 1 or end != q0)
+            )
+            nxt = self._future_next[key] = self._intern_future(future)
+        return nxt
+
+    def hole_choices(self, steps: list) -> dict:
+        """``{hole slot: token id or None}`` from the steps of a path (a token's pieces, in order)."""
+        lexer = self.lexer
+        started: dict = {}
+        out: dict = {}
+        for st in steps:
+            if st[0] == "g":
+                continue
+            if st[0] == "mf":
+                _, i, lab, end = st
+                rec = started[i]
+                if lab is not None:
+                    rec[1].append(lab)
+                rec[2] = end
+                continue
+            i, q, ci = st
+            if ci < 0:
+                out[i] = None
+                continue
+            out[i] = lexer.classes(q, self.vocab)[ci].witness
+            started[i] = [q, list(lexer.classes(q, self.vocab)[ci].labels[:1]), None, ci]
+        for i, (q, labels, end, ci) in started.items():
+            if end is None:  # the token's class was complete at its first piece
+                continue
+            want = (tuple(labels), end)
+            for c in lexer.classes(q, self.vocab):
+                if (c.labels, c.end) == want:
+                    out[i] = c.witness
+                    break
+            else:  # pragma: no cover - a future only holds what some class does
+                raise AssertionError("no token class for a hole's path")
+        return out
 
     def _class_index(self, q: int) -> dict:
         key = ("index", q)
@@ -489,6 +622,18 @@ class Chart:
         """Close the seeded items of node ``key`` (seeds: ``{item: (cost, cause)}``)."""
         node = ENode()
         node.key = key
+        node.own = None
+        shared_key = None
+        if key[0] != "G" and not self.weighted:
+            # nodes seeded with the same items (e.g. one label scanned into tokens with different
+            # futures) close to the same items: share them; only the seeds' own causes differ
+            shared_key = frozenset(seeds)
+            twin = self._twins.get(shared_key)
+            if twin is not None:
+                for name in ("causes", "costs", "explicit", "pred", "allowed", "accepting", "n_items"):
+                    setattr(node, name, getattr(twin, name))
+                node.own = {it: cause for it, (_, cause) in seeds.items()}
+                return node
         if key[0] == "G":
             self._close_loop(node, seeds)
         elif self.weighted:
@@ -516,6 +661,8 @@ class Chart:
         node.accepting = self._goal in items
         node.n_items = len(items)
         self._count(len(items))
+        if shared_key is not None:
+            self._twins[shared_key] = node
         return node
 
     def _close(self, node: ENode, seeds: dict) -> None:
@@ -717,6 +864,7 @@ class Chart:
         self.items_built = 0
         self.accept_via = None
         self._done = False
+        self._twins = {}
         heap: list = []
         seeds: dict = {}
         if not kept:
@@ -865,7 +1013,9 @@ class Chart:
                 result.append(a)
                 continue
             node, item = a, b
-            cause = node.causes.get(item)
+            cause = node.own.get(item) if node.own else None
+            if cause is None:
+                cause = node.causes.get(item)
             if cause is None:
                 continue  # a predicted item: derives nothing yet
             kind = cause[0]

@@ -21,23 +21,37 @@ considers fewer terminals (so the outputs of :func:`guided.diffusion.generate` p
 The decision is the emptiness of the grammar intersected with the regular language of all
 fillings, decided on a Bar-Hillel style product chart (:mod:`guided.diffusion.chart`: Earley
 deduction over the lexeme automaton of the partial output, stopping at the first accepting
-item).  Cheaper steps come first and are exact in the direction they decide:
+item).  Every call answers yes or no; there is no budget and no "undecided".  Cheaper steps
+come first and are exact in the direction they decide:
 
 1. *reuse*: a remembered witness (of the last four yes answers), with the newly known
    tokens put in, is parsed; if it is a word, the answer is yes (the common case when one
    hole position is filled);
 2. *repair*: the remembered witness closest to the call, with only the runs of holes next to
-   the changed slots filled anew (a small relaxed chart, realized and parsed); a word means yes;
-3. *relaxed* chart: every run of holes taken as *any* byte string (no token count) -- a
-   product chart with one looping node per run; if even that is empty the answer is no;
-4. *realized*: the relaxed chart's accepted path is turned into real tokens with the
-   right counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes;
-5. *hybrid*: as 3-4 with runs of up to ``short_holes`` holes kept exact.
+   the changed slots filled anew (a small relaxed chart with a work cap, realized and parsed;
+   reaching the cap only skips the step); a word means yes;
+3. *relaxed* chart: every run of holes taken as *any* byte string
+   (token counts dropped, except that a run read entirely inside one lexeme needs at least as
+   many bytes as it has required tokens) -- an over-approximation; if it is empty the answer is
+   no.  This is the decision problem of the published method (Mündler et al. 2025, where every
+   masked run is any string);
+4. *realized*: the relaxed chart's accepted path is turned into real tokens with the right
+   counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes.  *refined*: the
+   runs of at most 4 holes that got no tokens are kept exact and 3-4 run again (up to 3
+   rounds; still an over-approximation, so an empty chart is a no);
+5. *exact*: the exact chart (hole positions explicit, the vocabulary's token classes per lexer
+   state as edges) decides.  A trailing run of optional holes is first tried shortened to 2 and
+   6 slots (a completion leaving the rest empty is a completion), which finds short endings
+   cheaply; only the full chart says no.
 
-Only when all of them are inconclusive does the exact chart run (hole positions explicit, the
-vocabulary's token classes per lexer state as edges; it can be slow for long holes, hence
-``budget``).  Each chart is incremental: a call whose slots differ from the previous call's
-from slot ``p`` on reuses the item sets of every node before ``p``.
+Size bound of the exact chart: with ``n`` slots, ``Q`` lexer states, ``F`` distinct token
+futures (the (labels still to come, end state) sets of the token classes after a prefix of
+their labels: at most ``Q`` times the classes per state times the labels per token), the
+automaton has ``N <= n * (1 + F) + (bytes of known slots)`` nodes and ``n * Q`` silent lexer
+states; Earley deduction over it holds at most ``N^2 * R`` items (``R`` dotted rules) and
+runs in ``O(N^3 * R)`` -- polynomial in the canvas length and the grammar size, and each
+check stops at the first accepting item.  Each chart is incremental: a call whose slots differ
+from the previous call's from slot ``p`` on reuses the item sets of every node before ``p``.
 """
 
 from __future__ import annotations
@@ -83,7 +97,7 @@ def lexer_for(grammar) -> GreedyLexer:
 
 @dataclass
 class CheckResult:
-    """``ok``: completable (``None``: the exact chart ran out of budget); ``filling``: one token id
+    """``ok``: completable; ``filling``: one token id
     (or ``None`` for an empty optional slot) per hole slot of a witness; ``how``: which step decided."""
 
     ok: bool | None
@@ -113,21 +127,28 @@ class InfillingChecker:
 
     ``grammar``: a :class:`~guided.grammars.Grammar`, Lark text, or a constraint with a
     ``.grammar`` (``JSONSchema``).  ``vocab``: a :class:`~guided.vocab.Vocabulary` or a Hugging
-    Face tokenizer.  ``budget``: work limit of the exact chart (items built plus edges scanned;
-    ``None``: unlimited); a call that exceeds it returns ``ok=None``.
+    Face tokenizer.  Every call decides (yes or no); there is no work budget.
     """
 
-    def __init__(self, grammar, vocab, *, budget: int | None = 2_000_000, short_holes: int = 2):
+    def __init__(self, grammar, vocab, *, short_holes: int = 2, realize: bool = True):
         from guided.vocab import Vocabulary
 
         self.grammar = _as_grammar(grammar)
         self.vocab = vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_tokenizer(vocab)
         self.lexer = lexer_for(self.grammar)
-        self.budget = budget
-        self.exact_chart = Chart(self.lexer, self.vocab, budget)
-        self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=True)
-        self.hybrid_chart = Chart(self.lexer, self.vocab, weighted=True)
-        # repairs of the last witness: a small chart, so a small budget (running out only skips the step)
+        self.exact_chart = Chart(self.lexer, self.vocab)
+        self.short_tail_chart = Chart(self.lexer, self.vocab)
+        self.tail_tries = (2, 6)  # trailing optional slots kept in the cheap exact tries
+        # unweighted, it stops at the first accepting item: a quick refutation, and its accepted path
+        # is realized only if ``realize`` (a weighted chart would find shorter, easier paths but
+        # costs far more than the exact chart on grammars like C)
+        self.realize = realize
+        self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=realize)
+        self.refine_chart = Chart(self.lexer, self.vocab)
+        self.refine_rounds = 3
+        self.refine_run_limit = 4  # longer runs kept exact cost about what the exact chart costs
+        self._failed_runs: set = set()
+        # repairs of the last witness: a small chart with a work cap (reaching it only skips the step)
         self.repair_chart = Chart(self.lexer, self.vocab, 50_000, weighted=True)
         self.repair_span = 8  # at most this many changed slots are repaired locally
         self.short_holes = short_holes
@@ -142,33 +163,25 @@ class InfillingChecker:
     # -- public ------------------------------------------------------------------------------
     def check(self, parts: Sequence[Part]) -> bool:
         """True iff some filling of the holes makes the whole a word of the grammar."""
-        ok = self.result(parts).ok
-        if ok is None:
-            raise ChartBudgetExceeded("the exact chart ran out of budget; raise InfillingChecker(budget=...)")
-        return ok
+        return self.result(parts).ok
 
     def witness(self, parts: Sequence[Part]) -> list[list[int]] | None:
         """Token ids for each hole (in order) of one completion, or ``None`` if there is none."""
         r = self.result(parts)
         return r.holes if r.ok else None
 
-    def result(self, parts: Sequence[Part], *, exact: bool = True, budget: int | None | str = "default") -> CheckResult:
-        """The decision with a witness and the step that made it.  ``exact=False`` never runs the
-        exact chart (an undecided call returns ``ok=None``, how ``"undecided"``); ``budget``
-        overrides the exact chart's work limit for this call."""
+    def result(self, parts: Sequence[Part], *, exact_only: bool = False) -> CheckResult:
+        """The decision with a witness and the step that made it.  ``exact_only``: skip the cheaper
+        steps and run the exact chart (the same answer, usually slower; for tests and comparisons)."""
         t0 = time.perf_counter()
         slots, spans = slots_and_spans(parts, self.vocab)
-        saved = self.exact_chart.budget
-        if budget != "default":
-            self.exact_chart.budget = budget
         # charts allocate many small objects and no reference cycles: the cyclic collector's full
         # passes over them would cost more than the check itself
         enabled = gc.isenabled()
         gc.disable()
         try:
-            r = self._decide(slots, exact)
+            r = self._exact(slots) if exact_only else self._decide(slots)
         finally:
-            self.exact_chart.budget = saved
             if enabled:
                 gc.enable()
         r.slots = slots
@@ -180,10 +193,10 @@ class InfillingChecker:
             self._remember(slots, r.filling)
         return r
 
-    def check_slots(self, slots: tuple, *, exact: bool = True) -> CheckResult:
+    def check_slots(self, slots: tuple) -> CheckResult:
         """Like :meth:`result` on slots already built with :func:`~guided.diffusion.canvas.slots_of`."""
         t0 = time.perf_counter()
-        r = self._decide(tuple(slots), exact)
+        r = self._decide(tuple(slots))
         r.slots = tuple(slots)
         r.seconds = time.perf_counter() - t0
         self.stats[r.how] += 1
@@ -193,7 +206,7 @@ class InfillingChecker:
         return r
 
     # -- the steps ------------------------------------------------------------------------------
-    def _decide(self, slots: tuple, exact: bool) -> CheckResult:
+    def _decide(self, slots: tuple) -> CheckResult:
         holes = [i for i, s in enumerate(slots) if s[0] == "h"]
         if not holes:
             ok = parse_bytes(self.lexer, b"".join(arg for _, arg in slots))
@@ -204,36 +217,50 @@ class InfillingChecker:
         repaired = self._repair(slots)
         if repaired is not None:
             return CheckResult(True, "repair", filling=repaired)
-        relaxed, runs, index = self._relaxed_slots(slots)
-        if not self.relaxed_chart.run(relaxed):
-            return CheckResult(False, "relaxed")
-        filling = self._realize(slots, runs, self.relaxed_chart, index)
-        if filling is not None:
-            return CheckResult(True, "realized", filling=filling)
-        # counts matter most in short holes, where keeping them exact is cheap
-        hybrid, runs, index = self._relaxed_slots(slots, self.short_holes)
-        if hybrid != relaxed and exact:
-            self.hybrid_chart.budget = self.exact_chart.budget
-            try:
-                ok = self.hybrid_chart.run(hybrid)
-            except ChartBudgetExceeded:
-                # the exact chart refines the hybrid one: it would run out of the same budget too
-                return CheckResult(None, "budget")
-            if ok is False:
-                return CheckResult(False, "hybrid")
-            if ok:
-                filling = self._realize(slots, runs, self.hybrid_chart, index)
-                if filling is not None:
-                    return CheckResult(True, "hybrid", filling=filling)
-        if not exact:
-            return CheckResult(None, "undecided")
-        try:
-            ok = self.exact_chart.run(slots)
-        except ChartBudgetExceeded:
-            return CheckResult(None, "budget")
-        if not ok:
+        # relaxed, then refined: the runs whose witness tokens could not be found are kept exact
+        # in the next round (still an over-approximation, so an empty chart still means no)
+        keep: set = set()
+        chart = self.relaxed_chart
+        for round_ in range(self.refine_rounds + 1):
+            how = "relaxed" if round_ == 0 else "refined"
+            relaxed, runs, index = self._relaxed_slots(slots, keep=keep)
+            if not chart.run(relaxed):
+                return CheckResult(False, how)
+            if not self.realize:
+                break
+            filling = self._realize(slots, runs, chart, index)
+            if filling is not None:
+                return CheckResult(True, "realized" if round_ == 0 else how, filling=filling)
+            failed = self._failed_runs - keep
+            short = all(len(members) <= self.refine_run_limit for _, members in runs if members[0] in failed)
+            if not failed or not short or len(keep | failed) >= len(runs) + len(keep):
+                break  # nothing new to keep exact, a long run, or everything: the exact chart's turn
+            keep |= failed
+            chart = self.refine_chart
+        return self._exact(slots)
+
+    def _exact(self, slots: tuple) -> CheckResult:
+        """The exact chart: always decides (see the module docstring for its size bound).
+
+        A trailing run of optional slots is first tried shortened (to ``tail_tries`` slots): a
+        completion that leaves the other optional slots empty is a completion of the whole, and
+        the chart's work grows with the square of the slots it spans, so short completions are
+        found cheaply.  Only the full chart can say no."""
+        if not any(s[0] == "h" for s in slots):
+            return CheckResult(parse_bytes(self.lexer, b"".join(arg for _, arg in slots)), "parse", filling={})
+        tail = len(slots)
+        while tail and slots[tail - 1] == ("h", True):
+            tail -= 1
+        for keep in self.tail_tries:
+            if tail + keep >= len(slots):
+                break
+            if self.short_tail_chart.run(slots[: tail + keep]):
+                filling = self._exact_filling(slots[: tail + keep], self.short_tail_chart)
+                filling.update((i, None) for i in range(tail + keep, len(slots)))
+                return CheckResult(True, "exact", filling=filling)
+        if not self.exact_chart.run(slots):
             return CheckResult(False, "exact")
-        return CheckResult(True, "exact", filling=self._exact_filling(slots))
+        return CheckResult(True, "exact", filling=self._exact_filling(slots, self.exact_chart))
 
     def _remember(self, slots: tuple, filling: dict) -> None:
         w = self._witnesses
@@ -319,7 +346,7 @@ class InfillingChecker:
                         reduced.append(slots[k])
                 else:
                     runs.append((len(reduced), list(range(i, j))))
-                    reduced.append(("g", j - i))
+                    reduced.append(("g", j - i, sum(1 for k in range(i, j) if not slots[k][1])))
             else:  # far from the change: the witness's tokens stay
                 for k in range(i, j):
                     if old_slots[k][0] != "h":
@@ -341,9 +368,10 @@ class InfillingChecker:
         return self._realize(slots, runs, self.repair_chart, index, base)
 
     @staticmethod
-    def _relaxed_slots(slots: tuple, keep_short: int = 0):
-        """Slots with every run of more than ``keep_short`` holes turned into one gap (any bytes).
-        Returns the slots, the gap runs ``(gap slot, [hole slots])`` and, per kept slot, its index."""
+    def _relaxed_slots(slots: tuple, keep_short: int = 0, keep: set | frozenset = frozenset()):
+        """Slots with every run of more than ``keep_short`` holes (and not starting at a slot in
+        ``keep``) turned into one gap (any bytes).  Returns the slots, the gap runs ``(gap slot,
+        [hole slots])`` and, per kept slot, its index."""
         relaxed: list = []
         runs: list = []
         index: dict = {}
@@ -357,21 +385,25 @@ class InfillingChecker:
             j = i
             while j < n and slots[j][0] == "h":
                 j += 1
-            if j - i <= keep_short:
+            if j - i <= keep_short or i in keep:
                 for k in range(i, j):
                     index[len(relaxed)] = k
                     relaxed.append(slots[k])
             else:
                 runs.append((len(relaxed), list(range(i, j))))
-                relaxed.append(("g", j - i))
+                relaxed.append(("g", j - i, sum(1 for k in range(i, j) if not slots[k][1])))
             i = j
         return tuple(relaxed), runs, index
 
     def _realize(self, slots: tuple, runs: list, chart: Chart, index: dict, base: dict | None = None) -> dict | None:
-        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails.
-        ``base``: tokens already chosen for the hole slots the chart saw as known bytes."""
+        """Real tokens for a relaxed chart's accepted path, checked by a parse; None if that fails
+        (``_failed_runs``: the first slots of the runs that got no tokens, or of every run when the
+        filled output did not parse).  ``base``: tokens already chosen for the hole slots the
+        chart saw as known bytes."""
         realizer = self.realizer
         pieces, choices = realizer.read(chart)
+        failed: set = set()
+        self._failed_runs = failed
         for spaced in (False, True):
             filling = dict(base) if base else {}
             filling.update((index[i], t) for i, t in choices.items())
@@ -388,7 +420,9 @@ class InfillingChecker:
                         ids = self._split_run(parts, required, len(members), pieces.get(gi, []))
                 if ids is None:
                     ok = False
-                    break
+                    if spaced:
+                        failed.add(members[0])
+                    continue
                 # tokens go to the required slots first, then to optional ones
                 order = [i for i in members if not slots[i][1]] + [i for i in members if slots[i][1]]
                 for k, i in enumerate(order):
@@ -402,6 +436,8 @@ class InfillingChecker:
             )
             if all(i in filling for i, s in enumerate(slots) if s[0] == "h") and parse_bytes(self.lexer, data):
                 return filling
+            if spaced:
+                failed.update(members[0] for _, members in runs)
         return None
 
     def _split_run(self, parts: list, lo: int, hi: int, pieces: list) -> list[int] | None:
@@ -433,15 +469,11 @@ class InfillingChecker:
                     return ids
         return None
 
-    def _exact_filling(self, slots: tuple) -> dict:
+    def _exact_filling(self, slots: tuple, chart: Chart) -> dict:
         filling: dict = {}
         lexer, vocab = self.lexer, self.vocab
-        for src, t, path, dst in self.exact_chart.scans():
-            for st in self.exact_chart.path_steps(path):
-                if st[0] == "g":
-                    continue
-                i, q, ci = st
-                filling[i] = None if ci < 0 else lexer.classes(q, vocab)[ci].witness
+        steps = [st for _, _, path, _ in chart.scans() for st in chart.path_steps(path)]
+        filling.update(chart.hole_choices(steps))
         for i, s in enumerate(slots):
             if s[0] == "h" and i not in filling:
                 filling[i] = None

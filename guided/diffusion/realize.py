@@ -243,6 +243,7 @@ class Realizer:
         its class, or None for an empty optional slot)."""
         pieces: dict = {}
         choices: dict = {}
+        steps = []
         for src, t, path, dst in chart.scans():
             if t is not None and path is None and src is dst and src.key[0] == "G":
                 pieces.setdefault(src.key[1], []).append(("lex", self.lexer.q0, t, t))
@@ -252,8 +253,8 @@ class Realizer:
                     _, i, q, kind, x = st
                     pieces.setdefault(i, []).append((kind, q, x, t if kind == "emit" else None))
                 else:
-                    i, q, ci = st
-                    choices[i] = None if ci < 0 else self.lexer.classes(q, self.vocab)[ci].witness
+                    steps.append(st)
+        choices.update(chart.hole_choices(steps))
         return pieces, choices
 
     def plan(self, pieces: list):

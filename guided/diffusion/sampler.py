@@ -87,7 +87,6 @@ def generate(
     eos_token_id: int | None = None,
     shift_logits: bool = False,
     checker: InfillingChecker | None = None,
-    exact_budget: int | None = 20_000,
     return_details: bool = False,
 ):
     """Fill ``length`` masked positions after ``prompt``; with ``grammar``, the output is a word of it.
@@ -95,9 +94,7 @@ def generate(
     ``steps``: model calls (default ``length``: one position per step); ``block_length``:
     unmask block by block, left to right (default: the whole canvas is one block);
     ``temperature``: 0 = greedy, otherwise Gumbel-perturbed sampling; ``max_candidates``: tokens
-    tried per position before falling back to the checker's witness; ``exact_budget``: work
-    budget of the checker's exact chart per candidate check (0: never run it; a check that runs
-    out counts as a rejection, which is safe: only proved candidates are accepted).
+    tried per position before falling back to the checker's witness (every check is decided).
     Returns the text (``return_details``: a :class:`DiffusionOutput`).
     """
     t_start = time.perf_counter()
@@ -130,7 +127,7 @@ def generate(
     check_time = 0.0
     if checker is not None:
         t1 = time.perf_counter()
-        first = checker.result(canvas_parts(canvas, mask_id, eos_set), exact=True)
+        first = checker.result(canvas_parts(canvas, mask_id, eos_set))
         check_time += time.perf_counter() - t1
         if not first.ok:
             raise ValueError(f"no word of the grammar fits in {length} tokens (checker: {first.how})")
@@ -174,9 +171,7 @@ def generate(
                         if tok in eos_set and any(t != mask_id and t not in eos_set for t in canvas[i + 1 :]):
                             continue  # EOS would cut off known tokens
                         trial = canvas[:i] + [tok] + canvas[i + 1 :]
-                        r = checker.result(
-                            canvas_parts(trial, mask_id, eos_set), exact=exact_budget != 0, budget=exact_budget
-                        )
+                        r = checker.result(canvas_parts(trial, mask_id, eos_set))
                         out.checks += 1
                         if r.ok:
                             chosen = tok
@@ -203,7 +198,7 @@ def generate(
 def _from_witness(checker: InfillingChecker, canvas: list, i: int, mask_id: int, eos_set, eos: int) -> int:
     """The token the checker's proved completion of the current canvas has at position ``i``."""
     parts = canvas_parts(canvas, mask_id, eos_set)
-    r = checker.result(parts, exact=True)
+    r = checker.result(parts)
     if not r.ok:  # cannot happen: every accepted canvas was proved completable
         raise RuntimeError("the current canvas has no completion; the checker is inconsistent")
     t = r.filling.get(i)

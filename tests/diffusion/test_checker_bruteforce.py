@@ -109,7 +109,7 @@ def llama_token_bytes() -> list[bytes]:
 def test_checker_matches_brute_force(seed):
     grammar, vocab, parts = case(seed, llama_token_bytes())
     want = expected(grammar, vocab, parts)
-    result = InfillingChecker(grammar, vocab, budget=None).result(parts)
+    result = InfillingChecker(grammar, vocab).result(parts)
     assert result.ok == want, (grammar_text(grammar), parts, result.how)
     if want:
         check_witness(grammar, vocab, parts, result)
@@ -121,7 +121,7 @@ def test_each_step_is_sound(seed):
     """The exact chart is exact; the relaxed chart never refutes a completable output."""
     grammar, vocab, parts = case(seed, llama_token_bytes())
     want = expected(grammar, vocab, parts)
-    checker = InfillingChecker(grammar, vocab, budget=None)
+    checker = InfillingChecker(grammar, vocab)
     slots = slots_of(parts, vocab)
     assert Chart(checker.lexer, vocab).run(slots) == want
     relaxed, _, _ = checker._relaxed_slots(slots)
@@ -136,7 +136,7 @@ def test_both_answers_are_exercised():
     for seed in range(120):
         grammar, vocab, parts = case(10_000 + seed, llama_token_bytes())
         want = expected(grammar, vocab, parts)
-        result = InfillingChecker(grammar, vocab, budget=None).result(parts)
+        result = InfillingChecker(grammar, vocab).result(parts)
         assert result.ok == want, (grammar_text(grammar), parts)
         counts[want] += 1
         how[result.how] = how.get(result.how, 0) + 1
@@ -155,7 +155,7 @@ def test_hole_inside_a_lexeme():
     grammar = Grammar('start: STR\nSTR: /"[a-z]*"/')
     toks = [b'"', b"ab", b"c", b'c"', b'd"']
     vocab = small_from(toks)
-    checker = InfillingChecker(grammar, vocab, budget=None)
+    checker = InfillingChecker(grammar, vocab)
     assert checker.check([b'"ab', Hole(1), b'"'])  # the hole holds the middle of the string
     assert checker.check([b'"ab', Hole(1)])  # ... or its end: c" / d"
     assert not checker.check([b'"ab', Hole(2), b"x"])  # x is no lexeme
@@ -168,7 +168,7 @@ def test_hole_holds_half_a_character():
     grammar = Grammar('start: "[" W "]"\nW: /\\w+/')
     e = "é".encode()
     vocab = small_from([b"[", b"]", e[:1], e[1:], b"a"])
-    checker = InfillingChecker(grammar, vocab, budget=None)
+    checker = InfillingChecker(grammar, vocab)
     assert checker.check([b"[" + e[:1], Hole(1), b"]"])  # the hole must be the second byte
     assert checker.check([b"[" + e[:1], Hole(1), b"a]"])  # "[éa]"
     assert not checker.check([b"[" + e[:1], Hole(1), e[1:] + b"]"])  # a stray continuation byte never lexes
@@ -181,17 +181,17 @@ def test_greedy_lexing_is_what_counts():
     # "aab": greedy lexing cuts "aa" (A) then "b" (C); "a" "ab" (A B) is never produced
     grammar = Grammar("start: A B\nA: /a+/\nB: /ab/\nC: /b/")
     vocab = small_from([b"a", b"b", b"ab"])
-    checker = InfillingChecker(grammar, vocab, budget=None)
+    checker = InfillingChecker(grammar, vocab)
     assert not checker.check([b"aa", Hole(1)])  # "aab" lexes as A C, "aaa" as A
     assert checker.check([Hole(1), b"ab"]) is False  # "aab" / "bab" / "abab": never A then B
     grammar2 = Grammar("start: A C\nA: /a+/\nB: /ab/\nC: /b/")
-    assert InfillingChecker(grammar2, vocab, budget=None).check([b"aa", Hole(1)])
+    assert InfillingChecker(grammar2, vocab).check([b"aa", Hole(1)])
 
 
 def test_empty_and_optional_holes():
     grammar = Grammar('start: "(" ")"')
     vocab = small_from([b"(", b")", b"()"])
-    checker = InfillingChecker(grammar, vocab, budget=None)
+    checker = InfillingChecker(grammar, vocab)
     assert checker.check([Hole(1)])  # "()"
     assert checker.check([Hole(2)])  # "(" ")"
     assert not checker.check([Hole(3)])

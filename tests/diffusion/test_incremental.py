@@ -93,7 +93,7 @@ def test_persistent_checker_matches_brute_force_step_by_step():
     for trial in range(12):
         n = rng.randint(3, 5)
         canvas = [mask] * n
-        checker = InfillingChecker(grammar, vocab, budget=None)
+        checker = InfillingChecker(grammar, vocab)
         for pos in rng.sample(range(n), n):
             for cand in rng.sample(range(vocab.size - 1), 4):
                 trial_canvas = canvas[:pos] + [cand] + canvas[pos + 1 :]

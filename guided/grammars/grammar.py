@@ -36,8 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from guided.constraint import Constraint, ConstraintState, FinishedState, pack_mask
+from guided.constraint import Constraint, ConstraintState, FinishedState, pack_into, pack_mask
 from guided.grammars.earley import Column, ParserTables
+from guided.grammars.engine_lock import ENGINE_LOCK
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, load_lark
 from guided.grammars.lexer import LexerAutomaton, TokenTrie, WalkResult, compiled_walks, trie_walk, walk_group, walk_tokens
 
@@ -371,11 +372,16 @@ class GrammarState(ConstraintState):
     def __repr__(self) -> str:
         return f"GrammarState({len(self.branches)} branch(es))"
 
+    # masks of grammar states may be filled from several threads (fill_bitmasks): every
+    # entry point that grows the engine's caches holds ENGINE_LOCK
+    parallel_masks = True
+
     # -- bytes ----------------------------------------------------------------------------------
     def advance_bytes(self, data: bytes) -> "GrammarState | None":
         out: list = []
-        for p, q, tail in self.branches:
-            _walk_bytes(self.tables.g, p, q, tail, data, 0, out)
+        with ENGINE_LOCK:
+            for p, q, tail in self.branches:
+                _walk_bytes(self.tables.g, p, q, tail, data, 0, out)
         if not out:
             return None
         if len(out) > 1:
@@ -398,8 +404,9 @@ class GrammarState(ConstraintState):
         data = self.vocab.token_bytes[token_id]
         if not data:
             return None
-        nxt = self.advance_bytes(data)
-        return nxt if nxt is not None and nxt.is_live() else None
+        with ENGINE_LOCK:
+            nxt = self.advance_bytes(data)
+            return nxt if nxt is not None and nxt.is_live() else None
 
     def allows(self, token_id: int) -> bool:
         if self._mask is not None:
@@ -409,10 +416,15 @@ class GrammarState(ConstraintState):
     def is_accepting(self) -> bool:
         if self._accepting is None:
             g = self.tables.g
-            self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
+            with ENGINE_LOCK:
+                self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
         return self._accepting
 
     def is_live(self) -> bool:
+        with ENGINE_LOCK:
+            return self._is_live()
+
+    def _is_live(self) -> bool:
         g = self.tables.g
         lex = g.lexer
         for p, q, tail in self.branches:
@@ -437,19 +449,22 @@ class GrammarState(ConstraintState):
         # results), and every few hundred of them would start a collection that may scan
         # the whole heap (torch, transformers...): the collector is held off until the mask
         # is done, and then the mask's own young objects are collected once, here
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            mask = None
-            for p, q, tail in self.branches:
-                m = _branch_mask(self.tables, p, q, tail)
-                mask = m if mask is None else (mask | m)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-                if gc.get_count()[0] > gc.get_threshold()[0]:
-                    gc.collect(0)
-        return self._keep_mask(mask)
+        with ENGINE_LOCK:
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                mask = None
+                for p, q, tail in self.branches:
+                    m = _branch_mask(self.tables, p, q, tail)
+                    mask = m if mask is None else (mask | m)
+            finally:
+                # another thread's mask may have switched the collector off meanwhile: only
+                # the thread that found it on switches it back
+                if gc_was_enabled:
+                    gc.enable()
+                    if gc.get_count()[0] > gc.get_threshold()[0]:
+                        gc.collect(0)
+            return self._keep_mask(mask)
 
     def cache_key(self):
         # parser states are interned per grammar tables: the branches identify the configuration
@@ -461,12 +476,13 @@ class GrammarState(ConstraintState):
             return self._mask
         masks = self.tables.masks
         mask = None
-        for key in self.branches:
-            m = masks.get(key)
-            if m is None:
-                return None
-            mask = m if mask is None else (mask | m)
-        return self._keep_mask(mask)
+        with ENGINE_LOCK:
+            for key in self.branches:
+                m = masks.get(key)
+                if m is None:
+                    return None
+                mask = m if mask is None else (mask | m)
+            return self._keep_mask(mask)
 
     def _keep_mask(self, mask: np.ndarray) -> np.ndarray:
         """EOS set iff accepting; read-only; remembered on this state."""
@@ -479,6 +495,9 @@ class GrammarState(ConstraintState):
 
     def allowed_bitmask(self) -> np.ndarray:
         return pack_mask(self.allowed_mask())
+
+    def fill_bitmask(self, row: np.ndarray) -> None:
+        pack_into(self.allowed_mask(), row)  # packing runs without the GIL or the engine lock
 
 
 def _branch_indent(g: _CompiledGrammar, p: PState, best: tuple, tail: bytes) -> int:

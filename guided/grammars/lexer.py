@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from guided.grammars.engine_lock import ENGINE_LOCK
 from guided.grammars.lark_loader import GrammarError
 
 __all__ = ["LexerAutomaton", "WalkResult", "walk_tokens", "trie_walk", "walk_group", "TokenTrie", "compiled_walks"]
@@ -111,7 +112,10 @@ class LexerAutomaton:
                 for u in uniq.tolist():
                     ids.append(self._intern(tuple((live[j][0], s2) for j, s2 in enumerate(u) if s2 >= 0)))
                 out[cols] = np.asarray(ids, dtype=np.int32)[inverse.reshape(-1)]
-        self.trans[q] = out
+        # column 0 last: a compiled walk running meanwhile (without the engine lock) takes the
+        # row for unexpanded until then, and each entry is either -2 or final
+        self.trans[q, 1:] = out[1:]
+        self.trans[q, 0] = out[0]
         row = out.tolist()
         self.rows[q] = row
         self.can_extend[q] = bool((out >= 0).any())
@@ -534,14 +538,19 @@ def _trie_bfs_kernel(trans, has_best, byte, lo, n_end, child_lo, child_n, sorted
             s = frontier[cur, 1, i]
             begin = frontier[cur, 2, i]
             cn = child_n[node]
-            if cn > 0 and trans[s, 0] == -2:
+            c0 = child_lo[node]
+            pending = False
+            for c in range(c0, c0 + cn):  # a row being written by another thread has -2s left
+                if trans[s, byte[c]] == -2:
+                    pending = True
+                    break
+            if pending:
                 result = s
                 break
             base = lo[node]
             for k in range(n_end[node]):
                 inside_out[n_in] = sorted_ids[base + k]
                 n_in += 1
-            c0 = child_lo[node]
             for c in range(c0, c0 + cn):
                 ns = trans[s, byte[c]]
                 if ns >= 0:
@@ -652,8 +661,10 @@ def _trie_walk_compiled(kernels, lex: LexerAutomaton, trie: "TokenTrie", q0: int
     dead_begin = np.empty(n_nodes, dtype=np.int64)
     bfs = kernels[0]
     while True:
-        need = bfs(lex.trans, lex.has_best, byte, lo, n_end, child_lo, child_n, trie.sorted_ids,
-                   frontier, counters, inside_out, dead_state, dead_node, dead_begin)
+        trans, has_best = lex.trans, lex.has_best
+        with ENGINE_LOCK.released():  # the kernel holds no GIL: other threads' masks go on meanwhile
+            need = bfs(trans, has_best, byte, lo, n_end, child_lo, child_n, trie.sorted_ids,
+                       frontier, counters, inside_out, dead_state, dead_node, dead_begin)
         if need < 0:
             break
         lex.expand(int(need))
@@ -730,7 +741,9 @@ def _walk_tokens_compiled(kernels, lex: LexerAutomaton, vocab, q0: int, ids, off
     walk = kernels[1]
     first = 0
     while True:
-        need = walk(lex.trans, lex.has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
+        trans, has_best = lex.trans, lex.has_best
+        with ENGINE_LOCK.released():
+            need = walk(trans, has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
         if need < 0:
             break
         first, q = divmod(int(need), 4294967296)

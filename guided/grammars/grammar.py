@@ -297,15 +297,19 @@ def _trie_of(vocab) -> TokenTrie:
 class _VocabTables:
     """Per-vocabulary caches: the walk of every token from each lexer state."""
 
-    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512):
+    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512, max_walks: int = 256, max_group_walks: int = 4096):
         self.g = g
         self.vocab = vocab
         # branch masks by (parser state, lexer state, tail), least recently used dropped
         # first: a long generation visits unboundedly many parser states (512 x 128 KB = 64 MB at most)
         self.masks: OrderedDict = OrderedDict()
         self.max_masks = max_masks
-        self.top: dict[int, WalkResult] = {}
-        self.group_walks: dict[tuple, WalkResult] = {}  # (lexeme start, trie nodes) -> walk
+        # walks from lexer states (a string state's holds every token: ~1.2 MB with Llama-3)
+        # and shared group walks, least recently used dropped first; a dropped walk is redone
+        self.top: OrderedDict = OrderedDict()
+        self.max_walks = max_walks
+        self.group_walks: OrderedDict = OrderedDict()  # (lexeme start, trie nodes) -> walk
+        self.max_group_walks = max_group_walks
         self.all_ids = np.flatnonzero(vocab.usable)
         self.eos_list = np.asarray(sorted(vocab.eos_ids), dtype=np.int64)
         self.eos_ids = vocab.eos_ids
@@ -316,6 +320,10 @@ class _VocabTables:
         hit = self.top.get(q)
         if hit is None:
             hit = self.top[q] = trie_walk(self.g.lexer, self.trie, q, None, self.vocab.size)
+            if len(self.top) > self.max_walks:
+                self.top.popitem(last=False)
+        else:
+            self.top.move_to_end(q)
         return hit
 
     def child_walk(self, node: WalkResult, key, group, q0: int, roots=None) -> WalkResult:
@@ -329,6 +337,8 @@ class _VocabTables:
                 hit = self.group_walks.get(shared)
                 if hit is None:
                     hit = self.group_walks[shared] = walk_group(self.g.lexer, self.trie, self.vocab, q0, group, roots)
+                    if len(self.group_walks) > self.max_group_walks:
+                        self.group_walks.popitem(last=False)
             else:
                 hit = walk_tokens(self.g.lexer, self.vocab, q0, group[1], group[2], full=False)
             node.children[key] = hit

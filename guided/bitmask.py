@@ -137,6 +137,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_INLINE_ROWS = 32  # a batch of at most this many cached masks is packed in the calling thread
+
+
 def fill_bitmasks(states: Sequence, out: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     """Fill row ``i`` of the int32 bitmask ``out`` with ``states[i]``'s allowed tokens.
 
@@ -156,7 +159,9 @@ def fill_bitmasks(states: Sequence, out: np.ndarray, *, threads: int | None = No
     serial = [i for i, s in enumerate(states) if not getattr(s, "parallel_masks", False)]
     for i in serial:
         states[i].fill_bitmask(out[i])
-    if threads == 1 or len(parallel) <= 1:
+    # handing rows to threads costs more than packing a few cached masks (~15 us a row)
+    cold = sum(1 for i in parallel if states[i].cached_mask() is None)
+    if threads == 1 or len(parallel) <= 1 or (cold < 2 and len(parallel) <= _INLINE_ROWS):
         for i in parallel:
             states[i].fill_bitmask(out[i])
         return out

@@ -496,9 +496,22 @@ class GrammarState(ConstraintState):
 
     def _keep_mask(self, mask: np.ndarray) -> np.ndarray:
         """EOS set iff accepting; read-only; remembered on this state."""
-        if self.is_accepting() and not mask[self.tables.eos_list].all():
-            mask = mask.copy()
-            mask[self.tables.eos_list] = True
+        tables = self.tables
+        if self.is_accepting() and not mask[tables.eos_list].all():
+            # the copy with EOS is cached beside the branch masks (under the same bound):
+            # an accepting configuration met again costs no 128 KB copy
+            key = ("eos", self.branches)
+            with_eos = tables.masks.get(key)
+            if with_eos is None:
+                with_eos = mask.copy()
+                with_eos[tables.eos_list] = True
+                with_eos.flags.writeable = False
+                tables.masks[key] = with_eos
+                if len(tables.masks) > tables.max_masks:
+                    tables.masks.popitem(last=False)
+            else:
+                tables.masks.move_to_end(key)
+            mask = with_eos
         mask.flags.writeable = False
         self._mask = mask
         return mask

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from guided._compiled import compiled_kernels
+
 __all__ = ["bitmask_words", "allocate_bitmask", "pack_into", "pack_mask", "unpack_mask", "fill_bitmasks"]
 
 
@@ -106,14 +108,8 @@ _KERNEL = _UNSET
 def _pack_kernel():
     global _KERNEL
     if _KERNEL is _UNSET:
-        _KERNEL = None
-        if not os.environ.get("GUIDED_NO_NUMBA"):
-            try:
-                import numba
-            except ImportError:  # pragma: no cover - optional speed-up
-                pass
-            else:
-                _KERNEL = numba.njit(cache=True, nogil=True)(_pack_words)
+        kernels = compiled_kernels(_pack_words)
+        _KERNEL = None if kernels is None else kernels[0]
     return _KERNEL
 
 

@@ -14,6 +14,11 @@ resampling, beam search) is just keeping the old reference.
     >>> state = state.advance(token_id)      # None if the token is not allowed
     >>> state.is_accepting()                 # may generation end here?
 
+A batch of states fills one packed int32 bitmask (XGrammar/llguidance layout) at once:
+
+    >>> out = guided.bitmask.allocate_bitmask(len(states), vocab.size)
+    >>> fill_bitmasks(states, out)           # rows in worker threads
+
 End of generation is a token like any other: ``allowed_mask()`` marks
 ``vocab.eos_ids`` exactly when ``is_accepting()``; advancing by an EOS id gives a
 finished state that allows nothing further.  Special tokens other than EOS are

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from guided._compiled import compiled_kernels
 from guided.grammars.engine_lock import ENGINE_LOCK
 from guided.grammars.lark_loader import GrammarError
 
@@ -505,17 +506,7 @@ def compiled_walks() -> bool:
 def _kernels():
     global _KERNELS
     if _KERNELS is _UNSET:
-        import os
-
-        _KERNELS = None
-        if not os.environ.get("GUIDED_NO_NUMBA"):
-            try:
-                import numba
-            except ImportError:  # pragma: no cover - optional speed-up
-                pass
-            else:
-                jit = numba.njit(cache=True, nogil=True)
-                _KERNELS = (jit(_trie_dfs_kernel), jit(_token_walk_kernel))
+        _KERNELS = compiled_kernels(_trie_dfs_kernel, _token_walk_kernel)
     return _KERNELS
 
 

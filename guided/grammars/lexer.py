@@ -641,37 +641,43 @@ def _dfs_trie(trie: "TokenTrie") -> tuple:
         pos_of[order] = np.arange(len(order))
         i32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)  # noqa: E731
         dfs = trie._dfs = (pos_of, i32(order), np.ascontiguousarray(byte[order], dtype=np.uint8),
-                           i32(level[order]), i32(size), i32(lo_sorted), i32(n_end[order]))
+                           i32(level[order]), i32(size), i32(lo_sorted), i32(n_end[order]), int(level.max(initial=0)))
     return dfs
 
 
 def _trie_walk_compiled(kernels, lex: LexerAutomaton, trie: "TokenTrie", q0: int, roots, size: int, full: bool = True) -> WalkResult:
     """:func:`trie_walk` by the compiled kernel; ``roots`` may be nodes of any level (global
     indices), each standing for its subtree read from the node's own byte on."""
-    _, _, _, _, _, _, level = _flat_trie(trie)
-    pos_of, flat_of, byte, depth, sub_size, lo, n_end = _dfs_trie(trie)
-    n_nodes = len(flat_of)
+    _, flat_lo, flat_hi, _, _, _, level = _flat_trie(trie)
+    pos_of, flat_of, byte, depth, sub_size, lo, n_end, max_depth = _dfs_trie(trie)
     lex.rows_of(q0)
     if roots is None:
         nodes = np.arange(len(trie.byte[0]), dtype=np.int64)
+        n_nodes, n_tokens = len(flat_of), len(trie.sorted_ids)
     else:
         nodes = np.asarray(roots, dtype=np.int64)
+        # a group's subtrees are usually small: buffers sized to them, not to the whole trie
+        n_nodes = int(sub_size[pos_of[nodes]].sum())
+        n_tokens = int((flat_hi[nodes] - flat_lo[nodes]).sum())
     positions = pos_of[nodes]
     order = np.argsort(positions, kind="stable")  # forward through the preorder stream
     positions = positions[order].astype(np.int64)
     begins = level[nodes[order]].astype(np.int64)
-    stack = np.empty(int(depth.max(initial=0)) + 2, dtype=np.int32)
+    stack = np.empty(max_depth + 2, dtype=np.int32)
     counters = np.array([0, -1, 0, 0], dtype=np.int64)
-    inside_out = np.empty(len(trie.sorted_ids), dtype=np.int64)
+    inside_out = np.empty(n_tokens, dtype=np.int64)
     dead_state = np.empty(n_nodes, dtype=np.int64)
     dead_node = np.empty(n_nodes, dtype=np.int64)
     dead_begin = np.empty(n_nodes, dtype=np.int64)
     dfs = kernels[0]
     while True:
         trans, has_best = lex.trans, lex.has_best
-        with ENGINE_LOCK.released():  # the kernel holds no GIL: other threads' masks go on meanwhile
+        held = ENGINE_LOCK.let_go()  # the kernel holds no GIL: other threads' masks go on meanwhile
+        try:
             need = dfs(trans, has_best, byte, depth, sub_size, flat_of, lo, n_end, trie.sorted_ids,
                        positions, begins, q0, stack, counters, inside_out, dead_state, dead_node, dead_begin)
+        finally:
+            ENGINE_LOCK.take_back(held)
         if need < 0:
             break
         lex.expand(int(need))
@@ -741,8 +747,11 @@ def _walk_tokens_compiled(kernels, lex: LexerAutomaton, vocab, q0: int, ids, off
     first = 0
     while True:
         trans, has_best = lex.trans, lex.has_best
-        with ENGINE_LOCK.released():
+        held = ENGINE_LOCK.let_go()
+        try:
             need = walk(trans, has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
+        finally:
+            ENGINE_LOCK.take_back(held)
         if need < 0:
             break
         first, q = divmod(int(need), 4294967296)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from guided._compiled import compiled_kernels
-from guided.grammars.engine_lock import ENGINE_LOCK
+from guided.grammars.engine_lock import let_go, take_back
 from guided.grammars.lark_loader import GrammarError
 
 __all__ = ["LexerAutomaton", "WalkResult", "walk_tokens", "trie_walk", "walk_group", "TokenTrie", "compiled_walks"]
@@ -672,12 +672,12 @@ def _trie_walk_compiled(kernels, lex: LexerAutomaton, trie: "TokenTrie", q0: int
     dfs = kernels[0]
     while True:
         trans, has_best = lex.trans, lex.has_best
-        held = ENGINE_LOCK.let_go()  # the kernel holds no GIL: other threads' masks go on meanwhile
+        held = let_go()  # the kernel holds no GIL: other threads' masks go on meanwhile
         try:
             need = dfs(trans, has_best, byte, depth, sub_size, flat_of, lo, n_end, trie.sorted_ids,
                        positions, begins, q0, stack, counters, inside_out, dead_state, dead_node, dead_begin)
         finally:
-            ENGINE_LOCK.take_back(held)
+            take_back(held)
         if need < 0:
             break
         lex.expand(int(need))
@@ -747,11 +747,11 @@ def _walk_tokens_compiled(kernels, lex: LexerAutomaton, vocab, q0: int, ids, off
     first = 0
     while True:
         trans, has_best = lex.trans, lex.has_best
-        held = ENGINE_LOCK.let_go()
+        held = let_go()
         try:
             need = walk(trans, has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
         finally:
-            ENGINE_LOCK.take_back(held)
+            take_back(held)
         if need < 0:
             break
         first, q = divmod(int(need), 4294967296)

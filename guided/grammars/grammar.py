@@ -297,15 +297,16 @@ def _trie_of(vocab) -> TokenTrie:
 class _VocabTables:
     """Per-vocabulary caches: the walk of every token from each lexer state."""
 
-    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512, max_walks: int = 256, max_group_walks: int = 4096):
+    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512, max_walks: int = 1024, max_group_walks: int = 4096):
         self.g = g
         self.vocab = vocab
         # branch masks by (parser state, lexer state, tail), least recently used dropped
         # first: a long generation visits unboundedly many parser states (512 x 128 KB = 64 MB at most)
         self.masks: OrderedDict = OrderedDict()
         self.max_masks = max_masks
-        # walks from lexer states (a string state's holds every token: ~1.2 MB with Llama-3)
-        # and shared group walks, least recently used dropped first; a dropped walk is redone
+        # walks from lexer states (at most ~130 KB each with Llama-3: a walk keeping most tokens
+        # keeps only its bool mask) and shared group walks, least recently used dropped first;
+        # a dropped walk is redone (a large schema meets several hundred lexer states)
         self.top: OrderedDict = OrderedDict()
         self.max_walks = max_walks
         self.group_walks: OrderedDict = OrderedDict()  # (lexeme start, trie nodes) -> walk

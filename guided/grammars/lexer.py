@@ -136,19 +136,27 @@ class WalkResult:
     the next lexeme's start state.
     """
 
-    __slots__ = ("inside", "inside_ids", "groups", "children")
+    __slots__ = ("inside", "_inside_ids", "groups", "children")
 
     def __init__(self, inside, inside_ids, groups):
         self.inside = inside
-        self.inside_ids = inside_ids
+        # a walk that keeps most of the vocabulary (a string's body) is kept as its bool mask
+        # only: the ids would take 4-8x its memory, and are made again on demand
+        many = inside is not None and len(inside_ids) * 16 >= len(inside)
+        self._inside_ids = None if many else inside_ids
         self.groups = groups
         self.children: dict = {}
+
+    @property
+    def inside_ids(self) -> np.ndarray:
+        ids = self._inside_ids
+        return np.flatnonzero(self.inside) if ids is None else ids
 
     def mark_inside(self, mask: np.ndarray) -> None:
         """Set ``mask`` at the inside tokens: by index when they are few, else by OR-ing a
         cached boolean mask (one pass over the vocabulary instead of a scatter per parser state)."""
-        ids = self.inside_ids
-        if len(ids) * 16 < len(mask):
+        ids = self._inside_ids
+        if ids is not None and len(ids) * 16 < len(mask):
             mask[ids] = True
             return
         if self.inside is None:

@@ -689,7 +689,7 @@ def _trie_walk_compiled(kernels, lex: LexerAutomaton, trie: "TokenTrie", q0: int
         if need < 0:
             break
         lex.expand(int(need))
-    inside = inside_out[: counters[2]].astype(np.int32)  # half the memory of a cached walk
+    inside = inside_out[: counters[2]].copy()
     n_dead = int(counters[3])
     groups = []
     for q, idx in _group_by_state(dead_state[:n_dead]):

@@ -133,14 +133,12 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_INLINE_ROWS = 32  # a batch of at most this many cached masks is packed in the calling thread
-
-
-def fill_bitmasks(states: Sequence, out: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+def fill_bitmasks(states: Sequence, out: np.ndarray, *, rows: Sequence[int] | None = None, threads: int | None = None) -> np.ndarray:
     """Fill row ``i`` of the int32 bitmask ``out`` with ``states[i]``'s allowed tokens.
 
-    ``out`` is ``[>= len(states), >= bitmask_words(vocab.size)]`` (wider rows, e.g. for a
-    padded logits width, get zeros past the vocabulary); rows past ``len(states)`` are left
+    ``out`` is ``[rows, >= bitmask_words(vocab.size)]`` (wider rows, e.g. for a padded logits
+    width, get zeros past the vocabulary); ``rows``: the row of each state (default
+    ``0 .. len(states) - 1``, as a serving engine's request slots may be); other rows are left
     alone.  ``threads``: worker threads (default: the usable cores; 1 runs inline).
 
         >>> out = allocate_bitmask(3, vocab.size)
@@ -148,27 +146,41 @@ def fill_bitmasks(states: Sequence, out: np.ndarray, *, threads: int | None = No
     """
     if out.dtype != np.int32 or out.ndim != 2:
         raise ValueError(f"out must be a 2-D int32 array, got {out.dtype} with {out.ndim} dims")
-    if len(states) > out.shape[0]:
-        raise ValueError(f"{len(states)} states but out has {out.shape[0]} rows")
+    rows = list(range(len(states))) if rows is None else [int(r) for r in rows]
+    if len(rows) != len(states):
+        raise ValueError(f"{len(states)} states but {len(rows)} rows")
+    if rows and not 0 <= min(rows) <= max(rows) < out.shape[0]:
+        raise ValueError(f"rows must lie in [0, {out.shape[0]})")
     threads = default_threads() if threads is None else max(1, int(threads))
     parallel = [i for i, s in enumerate(states) if getattr(s, "parallel_masks", False)]
     serial = [i for i, s in enumerate(states) if not getattr(s, "parallel_masks", False)]
     for i in serial:
-        states[i].fill_bitmask(out[i])
-    # handing rows to threads costs more than packing a few cached masks (~15 us a row)
-    cold = sum(1 for i in parallel if states[i].cached_mask() is None)
-    if threads == 1 or len(parallel) <= 1 or (cold < 2 and len(parallel) <= _INLINE_ROWS):
-        for i in parallel:
-            states[i].fill_bitmask(out[i])
-        return out
-    # interleaved chunks: neighbouring rows often share a schema, and its cold work is serial
-    chunks = [parallel[k::threads] for k in range(min(threads, len(parallel)))]
+        states[i].fill_bitmask(out[rows[i]])
+    # a row whose mask is cached costs a pack (~15 us, GIL released): the calling thread
+    # does those; only rows with work to do (walks, parser steps) go to threads, where the
+    # compiled walks of several rows overlap.  Handing cheap rows to threads as well would
+    # make them fight over the GIL for nothing.
+    cached, cold = [], []
+    for i in parallel:
+        mask = states[i].cached_mask()
+        if mask is None:
+            cold.append(i)
+        else:
+            cached.append((i, mask))
+    futures = []
+    if threads > 1 and len(cold) > 1:
+        chunks = [cold[k::threads] for k in range(min(threads, len(cold)))]  # interleaved: neighbours often share a schema
 
-    def run(rows: list) -> None:
-        for i in rows:
-            states[i].fill_bitmask(out[i])
+        def run(chunk: list) -> None:
+            for i in chunk:
+                states[i].fill_bitmask(out[rows[i]])
 
-    futures = [_pool().submit(run, rows) for rows in chunks]
+        futures = [_pool().submit(run, chunk) for chunk in chunks]
+    else:
+        for i in cold:
+            states[i].fill_bitmask(out[rows[i]])
+    for i, mask in cached:
+        pack_into(mask, out[rows[i]])
     wait(futures)  # every row is done (or failed) before an error is raised
     for future in futures:
         future.result()

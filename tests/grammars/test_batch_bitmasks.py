@@ -131,6 +131,15 @@ def test_shipped_grammar_states_from_random_walks(vocab):
         np.testing.assert_array_equal(out[i], row)
 
 
+def test_rows_put_each_state_in_its_slot(vocab):
+    states = [guided.Regex(r"[0-9]+").start(vocab), guided.Regex(r"ab").start(vocab)]
+    out = np.full((4, bitmask_words(vocab.size)), -1, dtype=np.int32)
+    fill_bitmasks(states, out, rows=[3, 1], threads=2)
+    np.testing.assert_array_equal(out[3], pack_mask(states[0].allowed_mask()))
+    np.testing.assert_array_equal(out[1], pack_mask(states[1].allowed_mask()))
+    assert (out[[0, 2]] == -1).all()
+
+
 def test_finished_and_default_kinds_fill_their_rows(vocab):
     state = guided.Regex(r"ab").start(vocab).advance_bytes(b"ab")
     eos = min(vocab.eos_ids)

@@ -1,6 +1,7 @@
 """Grammar constraint speed: guided vs llguidance and XGrammar, same grammars, same tokens.
 
     /tmp/venv/bin/python benchmarks/grammars.py [--grammars json,sql] [--json out.json]
+    /tmp/venv/bin/python benchmarks/grammars.py --batch [--batch-sizes 1,8,32,128] [--batch-schemas 24]
 
 For each grammar: compile time, then for real inputs tokenised with the Llama-3 tokenizer,
 the per-token time to compute the full mask (bitmask for the anchors) and to check one
@@ -10,6 +11,15 @@ as ratios to llguidance's and XGrammar's (>1 = we are slower).  Anchors are opti
 missing or failing ones are reported as n/a.  Nothing here is imported by the library.
 With numba installed our token walks are compiled loops (``"walks": "compiled"`` in the
 JSON); ``GUIDED_NO_NUMBA=1`` measures the numpy walks instead.
+
+``--batch``: the batch column.  States are MaskBench positions (schemas from a stride
+sample that every engine compiles, each cut at a random token of a valid instance), N of
+them per batch, mixing schemas; each engine fills one preallocated int32 bitmask for the
+batch (guided ``fill_bitmasks``, llguidance ``fill_next_token_bitmask_par``, XGrammar's
+``BatchGrammarMatcher``), with one thread and with every core.  Every engine first fills a
+quarter of the positions (schemas compiled, common states seen, as when serving); timed
+batches take positions never filled before (each row's mask is new, as after a decoding
+step).  Speedup is one thread's time over all cores', per core divided by the cores.
 """
 
 from __future__ import annotations
@@ -203,12 +213,192 @@ def measure(engine_cls, grammar_name, text, warm_ids, inputs_ids, tok, vocab):
     }
 
 
+# -- the batch column -------------------------------------------------------------------------
+def _batch_positions(tok, data: str, stride: int, n_schemas: int, rng) -> tuple[list, list]:
+    """(schemas, positions): MaskBench schemas every engine compiles, and
+    ``(schema index, token prefix)`` cut at random tokens of their valid instances."""
+    import glob
+    import gzip
+
+    import llguidance
+
+    rows = []
+    for path in sorted(glob.glob(data)):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows.extend(json.loads(line) for line in f)
+    rows = rows[::stride]
+    order = rng.permutation(len(rows))
+    schemas, positions = [], []
+    for i in order.tolist():
+        if len(schemas) >= n_schemas:
+            break
+        schema = rows[i]["schema"]
+        try:
+            guided_c = __import__("guided").JSONSchema(schema)
+            llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": True})
+        except Exception:  # noqa: BLE001 - only schemas every engine takes
+            continue
+        k = len(schemas)
+        for test in rows[i]["tests"]:
+            if not test["valid"]:
+                continue
+            ids = tok.encode(json.dumps(test["data"], ensure_ascii=False), add_special_tokens=False)
+            for cut in sorted(set(rng.integers(0, len(ids) + 1, size=12).tolist())):
+                positions.append((k, ids[:cut]))
+        schemas.append((schema, guided_c))
+    return schemas, positions
+
+
+class _GuidedBatch:
+    name = "guided"
+
+    def __init__(self, schemas, tok, vocab):
+        from guided.bitmask import allocate_bitmask, fill_bitmasks
+
+        self.fill_bitmasks = fill_bitmasks
+        self.allocate = lambda n: allocate_bitmask(n, vocab.size)
+        self.starts = [c.start(vocab) for _, c in schemas]
+
+    def prepare(self, batch):
+        return [self.starts[k].advance_many(ids) for k, ids in batch]
+
+    def fill(self, states, out, threads: int):
+        self.fill_bitmasks(states, out, threads=threads)
+
+
+class _LLGuidanceBatch:
+    name = "llguidance"
+
+    def __init__(self, schemas, tok, vocab):
+        import llguidance
+        import llguidance.hf
+        import llguidance.numpy
+
+        self.llg = llguidance
+        self.tok = llguidance.hf.from_tokenizer(tok)
+        self.grammars = [llguidance.LLMatcher.grammar_from_json_schema(s, defaults={"whitespace_flexible": True})
+                         for s, _ in schemas]
+        self.allocate = lambda n: llguidance.numpy.allocate_token_bitmask(n, self.tok.vocab_size)
+        self.executors: dict = {}
+
+    def prepare(self, batch):
+        out = []
+        for k, ids in batch:
+            m = self.llg.LLMatcher(self.tok, self.grammars[k], log_level=0)
+            m.consume_tokens(ids)
+            out.append(m)
+        return out
+
+    def fill(self, matchers, out, threads: int):
+        ex = self.executors.get(threads)
+        if ex is None:
+            ex = self.executors[threads] = self.llg.LLExecutor(num_threads=threads)
+        self.llg.numpy.fill_next_token_bitmask_par(ex, [(m, i) for i, m in enumerate(matchers)], out)
+
+
+class _XGrammarBatch:
+    name = "xgrammar"
+
+    def __init__(self, schemas, tok, vocab):
+        import xgrammar as xgr
+
+        self.xgr = xgr
+        info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+        compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+        self.compiled = [compiler.compile_json_schema(json.dumps(s), any_whitespace=True, strict_mode=False)
+                         for s, _ in schemas]
+        self.allocate = lambda n: xgr.allocate_token_bitmask(n, info.vocab_size)
+        self.batchers: dict = {}
+
+    def prepare(self, batch):
+        out = []
+        for k, ids in batch:
+            m = self.xgr.GrammarMatcher(self.compiled[k])
+            for t in ids:
+                if not m.accept_token(t):
+                    break
+            out.append(m)
+        return out
+
+    def fill(self, matchers, out, threads: int):
+        b = self.batchers.get(threads)
+        if b is None:
+            b = self.batchers[threads] = self.xgr.BatchGrammarMatcher(max_threads=threads)
+        b.batch_fill_next_token_bitmask(matchers, out)
+
+
+def run_batch(args) -> dict:
+    """The batch column: time per batch of N MaskBench states, one thread vs every core."""
+    import os
+
+    tok = load_tokenizer("llama3")
+    vocab = Vocabulary.from_tokenizer(tok)
+    rng = np.random.default_rng(0)
+    schemas, positions = _batch_positions(tok, args.batch_data, args.batch_stride, args.batch_schemas, rng)
+    cores = len(os.sched_getaffinity(0))
+    sizes = [int(n) for n in args.batch_sizes.split(",")]
+    print(f"batch: {len(schemas)} schemas, {len(positions)} positions, {cores} cores", flush=True)
+    kinds = [_GuidedBatch] + ([] if args.no_anchors else [_LLGuidanceBatch, _XGrammarBatch])
+    results: dict = {"schemas": len(schemas), "positions": len(positions), "cores": cores, "engines": {}}
+    order = rng.permutation(len(positions)).tolist()  # the same warm and timed positions for every engine
+    n_warm = len(order) // 4
+    for kind in kinds:
+        t0 = time.perf_counter()
+        engine = kind(schemas, tok, vocab)
+        compile_s = time.perf_counter() - t0
+        # a quarter of the positions warm the engine (its schemas compiled, their common states
+        # seen, as when serving); timed batches take positions never filled before, so every
+        # row's mask is new, as after a decoding step
+        warm = engine.prepare([positions[i] for i in order[:n_warm]])
+        engine.fill(warm, engine.allocate(len(warm)), cores)
+        fresh = order[n_warm:]
+        taken = 0
+        per: dict = {"compile_s": compile_s}
+        for n in sizes:
+            reps = max(2, min(10, 64 // n))
+            times = {1: [], cores: []}
+            for _ in range(reps):
+                for threads in times:
+                    picks = [fresh[(taken + k) % len(fresh)] for k in range(n)]
+                    taken += n
+                    states = engine.prepare([positions[i] for i in picks])
+                    out = engine.allocate(n)
+                    t1 = time.perf_counter()
+                    engine.fill(states, out, threads)
+                    times[threads].append(time.perf_counter() - t1)
+            per.setdefault("reused_positions", False)
+            per["reused_positions"] |= taken > len(fresh)
+            one, all_ = statistics.median(times[1]), statistics.median(times[cores])
+            per[n] = {"batch_ms_1_thread": one * 1e3, f"batch_ms_{cores}_threads": all_ * 1e3,
+                      "speedup": one / all_, "speedup_per_core": one / all_ / cores, "reps": reps}
+        results["engines"][engine.name] = per
+    print(f"{'engine':<12}{'N':>5}{'ms/batch 1 thr':>16}{f'ms/batch {cores} thr':>16}{'speedup':>9}{'per core':>10}")
+    for name, per in results["engines"].items():
+        for n in sizes:
+            r = per[n]
+            print(f"{name:<12}{n:>5}{r['batch_ms_1_thread']:>16.3f}{r[f'batch_ms_{cores}_threads']:>16.3f}"
+                  f"{r['speedup']:>9.2f}{r['speedup_per_core']:>10.2f}")
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grammars", default="json,arithmetic,sql,python")
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "grammars.json"))
     ap.add_argument("--no-anchors", action="store_true")
+    ap.add_argument("--batch", action="store_true", help="the batch column instead (MaskBench states)")
+    ap.add_argument("--batch-sizes", default="1,8,32,128")
+    ap.add_argument("--batch-schemas", type=int, default=24, help="MaskBench schemas in the position pool")
+    ap.add_argument("--batch-stride", type=int, default=20, help="stride sample the schemas are drawn from")
+    ap.add_argument("--batch-data", default="/work/shared/bench/maskbench/*.jsonl.gz")
     args = ap.parse_args(argv)
+    if args.batch:
+        results = run_batch(args)
+        out = Path(args.json) if args.json != ap.get_default("json") else Path(__file__).parent / "results" / "grammars-batch.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(f"\nwritten {out}")
+        return
 
     tok = load_tokenizer("llama3")
     vocab = Vocabulary.from_tokenizer(tok)

@@ -14,6 +14,11 @@ resampling, beam search) is just keeping the old reference.
     >>> state = state.advance(token_id)      # None if the token is not allowed
     >>> state.is_accepting()                 # may generation end here?
 
+A batch of states fills one packed int32 bitmask (XGrammar/llguidance layout) at once:
+
+    >>> out = guided.bitmask.allocate_bitmask(len(states), vocab.size)
+    >>> fill_bitmasks(states, out)           # rows in worker threads
+
 End of generation is a token like any other: ``allowed_mask()`` marks
 ``vocab.eos_ids`` exactly when ``is_accepting()``; advancing by an EOS id gives a
 finished state that allows nothing further.  Special tokens other than EOS are
@@ -28,6 +33,8 @@ from functools import reduce
 from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
+
+from guided.bitmask import fill_bitmasks, pack_into, pack_mask, unpack_mask  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from guided.vocab import Vocabulary
@@ -100,6 +107,20 @@ class ConstraintState(abc.ABC):
     def allowed_bitmask(self) -> np.ndarray:
         """The allowed mask packed into int32 words (32 tokens per word, little-endian bits)."""
         return pack_mask(self.allowed_mask())
+
+    #: True when ``fill_bitmask`` may run in several threads at once (``fill_bitmasks``
+    #: then fills such rows in parallel); other kinds are filled in the calling thread.
+    parallel_masks: bool = False
+
+    def fill_bitmask(self, row: np.ndarray) -> None:
+        """Write ``allowed_bitmask()`` into the int32 ``row`` (zeros past the vocabulary).
+
+        The batch entry point is :func:`fill_bitmasks`; kinds override this when they can
+        pack without building the bitmask first.
+        """
+        words = self.allowed_bitmask()
+        row[: len(words)] = words
+        row[len(words) :] = 0
 
     def allowed_ids(self) -> np.ndarray:
         """Ids of the allowed tokens."""
@@ -258,14 +279,3 @@ class Product(Constraint):
         return " & ".join(repr(p) for p in self.parts)
 
 
-def pack_mask(mask: np.ndarray) -> np.ndarray:
-    """Pack a bool mask into int32 words, bit ``i % 32`` of word ``i // 32`` is token ``i``."""
-    n_words = (len(mask) + 31) // 32
-    padded = np.zeros(n_words * 32, dtype=bool)
-    padded[: len(mask)] = mask
-    return np.packbits(padded, bitorder="little").view(np.int32)
-
-
-def unpack_mask(bitmask: np.ndarray, size: int) -> np.ndarray:
-    """Inverse of :func:`pack_mask`."""
-    return np.unpackbits(bitmask.view(np.uint8), bitorder="little")[:size].astype(bool)

@@ -137,6 +137,8 @@ def decode(
             finished[i] = state.is_finished()
         if all(finished) or t == max_new_tokens - 1:
             break
+        if sampler.prefetch_masks:  # the next masks are made while the forward pass runs
+            ctx.prefetch_masks([states[i] for i in range(rows) if not finished[i]])
         lm.append(feed)
     return ids, log_w, finished
 

@@ -238,3 +238,20 @@ def test_draft_keyword_gives_the_same_greedy_output(model, llama3):
                               draft="prompt_lookup", return_details=True)
     assert drafted.token_ids == plain.token_ids
     assert drafted.draft_stats.rounds > 0
+
+
+def test_prefetched_masks_change_nothing(model, llama3):
+    """Masking's next masks are made on a worker thread while the forward pass runs: the
+    tokens (seeded sampling, a batch whose rows finish at different steps) are the same as
+    with masks made in the step."""
+    constraint = guided.JSONSchema({"type": "object", "properties": {"n": {"type": "integer"}, "s": {"enum": ["a", "bc"]}},
+                                    "required": ["n", "s"]})
+    prompts = ["{", "x", "data: "]
+    kwargs = dict(sampler=Masking(), max_new_tokens=24, seed=3, return_details=True)
+    overlapped = guided.generate(model, llama3, prompts, constraint, **kwargs)
+    plain_sampler = Masking()
+    plain_sampler.prefetch_masks = False
+    plain = guided.generate(model, llama3, prompts, constraint, **{**kwargs, "sampler": plain_sampler})
+    assert overlapped.token_ids == plain.token_ids
+    assert overlapped.stats.masks_prefetched > 0 and plain.stats.masks_prefetched == 0
+    assert overlapped.stats.masks == plain.stats.masks

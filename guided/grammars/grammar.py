@@ -36,8 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from guided.constraint import Constraint, ConstraintState, FinishedState, pack_mask
+from guided.constraint import Constraint, ConstraintState, FinishedState, pack_into, pack_mask
 from guided.grammars.earley import Column, ParserTables
+from guided.grammars.engine_lock import ENGINE_LOCK
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, load_lark
 from guided.grammars.lexer import LexerAutomaton, TokenTrie, WalkResult, compiled_walks, trie_walk, walk_group, walk_tokens
 
@@ -299,15 +300,20 @@ def _trie_of(vocab) -> TokenTrie:
 class _VocabTables:
     """Per-vocabulary caches: the walk of every token from each lexer state."""
 
-    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512):
+    def __init__(self, g: _CompiledGrammar, vocab, max_masks: int = 512, max_walks: int = 1024, max_group_walks: int = 4096):
         self.g = g
         self.vocab = vocab
         # branch masks by (parser state, lexer state, tail), least recently used dropped
         # first: a long generation visits unboundedly many parser states (512 x 128 KB = 64 MB at most)
         self.masks: OrderedDict = OrderedDict()
         self.max_masks = max_masks
-        self.top: dict[int, WalkResult] = {}
-        self.group_walks: dict[tuple, WalkResult] = {}  # (lexeme start, trie nodes) -> walk
+        # walks from lexer states (at most ~130 KB each with Llama-3: a walk keeping most tokens
+        # keeps only its bool mask) and shared group walks, least recently used dropped first;
+        # a dropped walk is redone (a large schema meets several hundred lexer states)
+        self.top: OrderedDict = OrderedDict()
+        self.max_walks = max_walks
+        self.group_walks: OrderedDict = OrderedDict()  # (lexeme start, trie nodes) -> walk
+        self.max_group_walks = max_group_walks
         self.all_ids = np.flatnonzero(vocab.usable)
         self.eos_list = np.asarray(sorted(vocab.eos_ids), dtype=np.int64)
         self.eos_ids = vocab.eos_ids
@@ -318,6 +324,10 @@ class _VocabTables:
         hit = self.top.get(q)
         if hit is None:
             hit = self.top[q] = trie_walk(self.g.lexer, self.trie, q, None, self.vocab.size)
+            if len(self.top) > self.max_walks:
+                self.top.popitem(last=False)
+        else:
+            self.top.move_to_end(q)
         return hit
 
     def child_walk(self, node: WalkResult, key, group, q0: int, roots=None) -> WalkResult:
@@ -331,6 +341,8 @@ class _VocabTables:
                 hit = self.group_walks.get(shared)
                 if hit is None:
                     hit = self.group_walks[shared] = walk_group(self.g.lexer, self.trie, self.vocab, q0, group, roots)
+                    if len(self.group_walks) > self.max_group_walks:
+                        self.group_walks.popitem(last=False)
             else:
                 hit = walk_tokens(self.g.lexer, self.vocab, q0, group[1], group[2], full=False)
             node.children[key] = hit
@@ -374,11 +386,16 @@ class GrammarState(ConstraintState):
     def __repr__(self) -> str:
         return f"GrammarState({len(self.branches)} branch(es))"
 
+    # masks of grammar states may be filled from several threads (fill_bitmasks): every
+    # entry point that grows the engine's caches holds ENGINE_LOCK
+    parallel_masks = True
+
     # -- bytes ----------------------------------------------------------------------------------
     def advance_bytes(self, data: bytes) -> "GrammarState | None":
         out: list = []
-        for p, q, tail in self.branches:
-            _walk_bytes(self.tables.g, p, q, tail, data, 0, out)
+        with ENGINE_LOCK:
+            for p, q, tail in self.branches:
+                _walk_bytes(self.tables.g, p, q, tail, data, 0, out)
         if not out:
             return None
         if len(out) > 1:
@@ -401,8 +418,9 @@ class GrammarState(ConstraintState):
         data = self.vocab.token_bytes[token_id]
         if not data:
             return None
-        nxt = self.advance_bytes(data)
-        return nxt if nxt is not None and nxt.is_live() else None
+        with ENGINE_LOCK:
+            nxt = self.advance_bytes(data)
+            return nxt if nxt is not None and nxt.is_live() else None
 
     def allows(self, token_id: int) -> bool:
         if self._mask is not None:
@@ -412,10 +430,15 @@ class GrammarState(ConstraintState):
     def is_accepting(self) -> bool:
         if self._accepting is None:
             g = self.tables.g
-            self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
+            with ENGINE_LOCK:
+                self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
         return self._accepting
 
     def is_live(self) -> bool:
+        with ENGINE_LOCK:
+            return self._is_live()
+
+    def _is_live(self) -> bool:
         g = self.tables.g
         lex = g.lexer
         for p, q, tail in self.branches:
@@ -440,19 +463,22 @@ class GrammarState(ConstraintState):
         # results), and every few hundred of them would start a collection that may scan
         # the whole heap (torch, transformers...): the collector is held off until the mask
         # is done, and then the mask's own young objects are collected once, here
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            mask = None
-            for p, q, tail in self.branches:
-                m = _branch_mask(self.tables, p, q, tail)
-                mask = m if mask is None else (mask | m)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-                if gc.get_count()[0] > gc.get_threshold()[0]:
-                    gc.collect(0)
-        return self._keep_mask(mask)
+        with ENGINE_LOCK:
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                mask = None
+                for p, q, tail in self.branches:
+                    m = _branch_mask(self.tables, p, q, tail)
+                    mask = m if mask is None else (mask | m)
+            finally:
+                # another thread's mask may have switched the collector off meanwhile: only
+                # the thread that found it on switches it back
+                if gc_was_enabled:
+                    gc.enable()
+                    if gc.get_count()[0] > gc.get_threshold()[0]:
+                        gc.collect(0)
+            return self._keep_mask(mask)
 
     def cache_key(self):
         # parser states are interned per grammar tables: the branches identify the configuration
@@ -464,24 +490,41 @@ class GrammarState(ConstraintState):
             return self._mask
         masks = self.tables.masks
         mask = None
-        for key in self.branches:
-            m = masks.get(key)
-            if m is None:
-                return None
-            mask = m if mask is None else (mask | m)
-        return self._keep_mask(mask)
+        with ENGINE_LOCK:
+            for key in self.branches:
+                m = masks.get(key)
+                if m is None:
+                    return None
+                mask = m if mask is None else (mask | m)
+            return self._keep_mask(mask)
 
     def _keep_mask(self, mask: np.ndarray) -> np.ndarray:
         """EOS set iff accepting; read-only; remembered on this state."""
-        if self.is_accepting() and not mask[self.tables.eos_list].all():
-            mask = mask.copy()
-            mask[self.tables.eos_list] = True
+        tables = self.tables
+        if self.is_accepting() and not mask[tables.eos_list].all():
+            # the copy with EOS is cached beside the branch masks (under the same bound):
+            # an accepting configuration met again costs no 128 KB copy
+            key = ("eos", self.branches)
+            with_eos = tables.masks.get(key)
+            if with_eos is None:
+                with_eos = mask.copy()
+                with_eos[tables.eos_list] = True
+                with_eos.flags.writeable = False
+                tables.masks[key] = with_eos
+                if len(tables.masks) > tables.max_masks:
+                    tables.masks.popitem(last=False)
+            else:
+                tables.masks.move_to_end(key)
+            mask = with_eos
         mask.flags.writeable = False
         self._mask = mask
         return mask
 
     def allowed_bitmask(self) -> np.ndarray:
         return pack_mask(self.allowed_mask())
+
+    def fill_bitmask(self, row: np.ndarray) -> None:
+        pack_into(self.allowed_mask(), row)  # packing runs without the GIL or the engine lock
 
 
 def _branch_indent(g: _CompiledGrammar, p: PState, best: tuple, tail: bytes) -> int:

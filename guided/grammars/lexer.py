@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from guided._compiled import compiled_kernels
+from guided.grammars.engine_lock import let_go, take_back
 from guided.grammars.lark_loader import GrammarError
 
 __all__ = ["LexerAutomaton", "WalkResult", "walk_tokens", "trie_walk", "walk_group", "TokenTrie", "compiled_walks"]
@@ -111,7 +113,10 @@ class LexerAutomaton:
                 for u in uniq.tolist():
                     ids.append(self._intern(tuple((live[j][0], s2) for j, s2 in enumerate(u) if s2 >= 0)))
                 out[cols] = np.asarray(ids, dtype=np.int32)[inverse.reshape(-1)]
-        self.trans[q] = out
+        # column 0 last: a compiled walk running meanwhile (without the engine lock) takes the
+        # row for unexpanded until then, and each entry is either -2 or final
+        self.trans[q, 1:] = out[1:]
+        self.trans[q, 0] = out[0]
         row = out.tolist()
         self.rows[q] = row
         self.can_extend[q] = bool((out >= 0).any())
@@ -131,19 +136,27 @@ class WalkResult:
     the next lexeme's start state.
     """
 
-    __slots__ = ("inside", "inside_ids", "groups", "children")
+    __slots__ = ("inside", "_inside_ids", "groups", "children")
 
     def __init__(self, inside, inside_ids, groups):
         self.inside = inside
-        self.inside_ids = inside_ids
+        # a walk that keeps most of the vocabulary (a string's body) is kept as its bool mask
+        # only: the ids would take 4-8x its memory, and are made again on demand
+        many = inside is not None and len(inside_ids) * 16 >= len(inside)
+        self._inside_ids = None if many else inside_ids
         self.groups = groups
         self.children: dict = {}
+
+    @property
+    def inside_ids(self) -> np.ndarray:
+        ids = self._inside_ids
+        return np.flatnonzero(self.inside) if ids is None else ids
 
     def mark_inside(self, mask: np.ndarray) -> None:
         """Set ``mask`` at the inside tokens: by index when they are few, else by OR-ing a
         cached boolean mask (one pass over the vocabulary instead of a scatter per parser state)."""
-        ids = self.inside_ids
-        if len(ids) * 16 < len(mask):
+        ids = self._inside_ids
+        if ids is not None and len(ids) * 16 < len(mask):
             mask[ids] = True
             return
         if self.inside is None:
@@ -501,64 +514,57 @@ def compiled_walks() -> bool:
 def _kernels():
     global _KERNELS
     if _KERNELS is _UNSET:
-        import os
-
-        _KERNELS = None
-        if not os.environ.get("GUIDED_NO_NUMBA"):
-            try:
-                import numba
-            except ImportError:  # pragma: no cover - optional speed-up
-                pass
-            else:
-                jit = numba.njit(cache=True, nogil=True)
-                _KERNELS = (jit(_trie_bfs_kernel), jit(_token_walk_kernel))
+        _KERNELS = compiled_kernels(_trie_dfs_kernel, _token_walk_kernel)
     return _KERNELS
 
 
-def _trie_bfs_kernel(trans, has_best, byte, lo, n_end, child_lo, child_n, sorted_ids, frontier, counters, inside_out, dead_state, dead_node, dead_begin):
-    """Level-by-level walk of the trie from the nodes of the current frontier.
+def _trie_dfs_kernel(trans, has_best, byte, depth, size, flat_of, lo, n_end, sorted_ids, roots, root_begin, q0, stack, counters, inside_out, dead_state, dead_node, dead_begin):
+    """Depth-first walk of the subtrees of ``roots`` (positions in the trie's preorder, see
+    :func:`_dfs_trie`), every root's byte read from lexer state ``q0``.
 
-    ``frontier[b, 0, i]``/``[b, 1, i]``/``[b, 2, i]``: node, lexer state and lexeme begin
-    offset of entry ``i`` of buffer ``b``; ``counters`` = [current buffer, its size, next entry, next level's size,
-    inside count, dead count], read and updated so that the walk can be resumed.  Nodes of a
-    level are visited in index order (children ranges are contiguous and ascending), so the
-    node tables are read as streams.  Returns -1 when done, or a lexer state whose row must
-    be expanded first.
+    The preorder arrays are read as one forward stream: a node whose byte no allowed
+    terminal takes is recorded (if its parent's state completes a lexeme) and its subtree
+    skipped by its size.  ``stack[d]``: lexer state before a node ``d`` levels below the
+    current root.  ``counters`` = [root index, position, inside count, dead count], read and
+    updated so that the walk can be resumed.  Returns -1 when done, or a lexer state whose
+    row must be expanded first (the walk resumes at the node that needed it).
     """
-    cur, m, i, n_next, n_in, n_dead = counters[0], counters[1], counters[2], counters[3], counters[4], counters[5]
+    r, i, n_in, n_dead = counters[0], counters[1], counters[2], counters[3]
     result = -1
-    while m > 0:
-        nxt = 1 - cur
-        while i < m:
-            node = frontier[cur, 0, i]
-            s = frontier[cur, 1, i]
-            begin = frontier[cur, 2, i]
-            cn = child_n[node]
-            if cn > 0 and trans[s, 0] == -2:
-                result = s
+    while r < roots.shape[0]:
+        p = roots[r]
+        if i < 0:  # a new root
+            i = p
+            stack[0] = q0
+        base = depth[p]
+        end = p + size[p]
+        begin = root_begin[r]
+        while i < end:
+            d = depth[i] - base
+            ps = stack[d]
+            ns = trans[ps, byte[i]]
+            if ns == -2:  # unexpanded (or being written by another thread): expand, resume here
+                result = ps
                 break
-            base = lo[node]
-            for k in range(n_end[node]):
-                inside_out[n_in] = sorted_ids[base + k]
-                n_in += 1
-            c0 = child_lo[node]
-            for c in range(c0, c0 + cn):
-                ns = trans[s, byte[c]]
-                if ns >= 0:
-                    frontier[nxt, 0, n_next] = c
-                    frontier[nxt, 1, n_next] = ns
-                    frontier[nxt, 2, n_next] = begin
-                    n_next += 1
-                elif has_best[s]:
-                    dead_state[n_dead] = s
-                    dead_node[n_dead] = c
+            if ns < 0:
+                if has_best[ps]:
+                    dead_state[n_dead] = ps
+                    dead_node[n_dead] = flat_of[i]
                     dead_begin[n_dead] = begin
                     n_dead += 1
+                i += size[i]
+                continue
+            stack[d + 1] = ns
+            first = lo[i]
+            for k in range(first, first + n_end[i]):
+                inside_out[n_in] = sorted_ids[k]
+                n_in += 1
             i += 1
         if result >= 0:
             break
-        cur, m, i, n_next = nxt, n_next, 0, 0
-    counters[0], counters[1], counters[2], counters[3], counters[4], counters[5] = cur, m, i, n_next, n_in, n_dead
+        r += 1
+        i = -1
+    counters[0], counters[1], counters[2], counters[3] = r, i, n_in, n_dead
     return result
 
 
@@ -625,51 +631,69 @@ def _flat_trie(trie: "TokenTrie") -> tuple:
     return flat
 
 
+def _dfs_trie(trie: "TokenTrie") -> tuple:
+    """The trie in depth-first preorder: ``(position of each flat node, flat node of each
+    position, byte, depth, subtree size, lo, n_end)`` (int32; positions index the last six).
+
+    Tokens are sorted by their bytes, so preorder is the order of the nodes' first tokens
+    (``lo``), a parent before its first child; a subtree ends where the next node's first
+    token is past the subtree's tokens (``hi``).
+    """
+    dfs = getattr(trie, "_dfs", None)
+    if dfs is None:
+        byte, lo, hi, n_end, _, _, level = _flat_trie(trie)
+        order = np.lexsort((level, lo))
+        lo_sorted = lo[order]
+        size = np.searchsorted(lo_sorted, hi[order], side="left") - np.arange(len(order))
+        pos_of = np.empty(len(order), dtype=np.int64)
+        pos_of[order] = np.arange(len(order))
+        i32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)  # noqa: E731
+        dfs = trie._dfs = (pos_of, i32(order), np.ascontiguousarray(byte[order], dtype=np.uint8),
+                           i32(level[order]), i32(size), i32(lo_sorted), i32(n_end[order]), int(level.max(initial=0)))
+    return dfs
+
+
 def _trie_walk_compiled(kernels, lex: LexerAutomaton, trie: "TokenTrie", q0: int, roots, size: int, full: bool = True) -> WalkResult:
     """:func:`trie_walk` by the compiled kernel; ``roots`` may be nodes of any level (global
     indices), each standing for its subtree read from the node's own byte on."""
-    byte, lo, hi, n_end, child_lo, child_n, level = _flat_trie(trie)
-    n_nodes = len(byte)
+    _, flat_lo, flat_hi, _, _, _, level = _flat_trie(trie)
+    pos_of, flat_of, byte, depth, sub_size, lo, n_end, max_depth = _dfs_trie(trie)
     lex.rows_of(q0)
     if roots is None:
         nodes = np.arange(len(trie.byte[0]), dtype=np.int64)
-        width = trie.widest
+        n_nodes, n_tokens = len(flat_of), len(trie.sorted_ids)
     else:
         nodes = np.asarray(roots, dtype=np.int64)
-        levels = level[nodes]
-        width = trie.widest if len(nodes) and (levels == levels[0]).all() else n_nodes
-    st = lex.trans[q0][byte[nodes]].astype(np.int64)
-    alive = st >= 0
-    n_alive = int(alive.sum())
-    frontier = np.empty((2, 3, max(width, 1)), dtype=np.int64)
-    frontier[0, 0, :n_alive] = nodes[alive]
-    frontier[0, 1, :n_alive] = st[alive]
-    frontier[0, 2, :n_alive] = level[nodes[alive]]
-    counters = np.array([0, n_alive, 0, 0, 0, 0], dtype=np.int64)
-    inside_out = np.empty(len(trie.sorted_ids), dtype=np.int64)
+        # a group's subtrees are usually small: buffers sized to them, not to the whole trie
+        n_nodes = int(sub_size[pos_of[nodes]].sum())
+        n_tokens = int((flat_hi[nodes] - flat_lo[nodes]).sum())
+    positions = pos_of[nodes]
+    order = np.argsort(positions, kind="stable")  # forward through the preorder stream
+    positions = positions[order].astype(np.int64)
+    begins = level[nodes[order]].astype(np.int64)
+    stack = np.empty(max_depth + 2, dtype=np.int32)
+    counters = np.array([0, -1, 0, 0], dtype=np.int64)
+    inside_out = np.empty(n_tokens, dtype=np.int64)
     dead_state = np.empty(n_nodes, dtype=np.int64)
     dead_node = np.empty(n_nodes, dtype=np.int64)
     dead_begin = np.empty(n_nodes, dtype=np.int64)
-    bfs = kernels[0]
+    dfs = kernels[0]
     while True:
-        need = bfs(lex.trans, lex.has_best, byte, lo, n_end, child_lo, child_n, trie.sorted_ids,
-                   frontier, counters, inside_out, dead_state, dead_node, dead_begin)
+        trans, has_best = lex.trans, lex.has_best
+        held = let_go()  # the kernel holds no GIL: other threads' masks go on meanwhile
+        try:
+            need = dfs(trans, has_best, byte, depth, sub_size, flat_of, lo, n_end, trie.sorted_ids,
+                       positions, begins, q0, stack, counters, inside_out, dead_state, dead_node, dead_begin)
+        finally:
+            take_back(held)
         if need < 0:
             break
         lex.expand(int(need))
-    inside = inside_out[: counters[4]].copy()
-    parts: dict = {}  # pre-death state -> [(death nodes, their lexeme begins)]
-    if lex.best[q0] and n_alive < len(nodes):
-        first_dead = nodes[~alive]
-        parts[q0] = [(first_dead, level[first_dead])]
-    n_dead = int(counters[5])
-    for q, idx in _group_by_state(dead_state[:n_dead]):
-        parts.setdefault(q, []).append((dead_node[idx], dead_begin[idx]))
+    inside = inside_out[: counters[2]].copy()
+    n_dead = int(counters[3])
     groups = []
-    for q, where in parts.items():
-        d_nodes = where[0][0] if len(where) == 1 else np.concatenate([w[0] for w in where])
-        d_begin = where[0][1] if len(where) == 1 else np.concatenate([w[1] for w in where])
-        groups.append(TrieGroup(q, d_nodes, d_begin, trie))
+    for q, idx in _group_by_state(dead_state[:n_dead]):
+        groups.append(TrieGroup(q, dead_node[idx], dead_begin[idx], trie))
     if not full:
         return WalkResult(None, inside, groups)
     mask = np.zeros(size, dtype=bool)
@@ -730,7 +754,12 @@ def _walk_tokens_compiled(kernels, lex: LexerAutomaton, vocab, q0: int, ids, off
     walk = kernels[1]
     first = 0
     while True:
-        need = walk(lex.trans, lex.has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
+        trans, has_best = lex.trans, lex.has_best
+        held = let_go()
+        try:
+            need = walk(trans, has_best, vocab.flat_bytes, vocab.offsets, vocab.lengths, ids, offs, q0, first, kind, dead_state, dead_end)
+        finally:
+            take_back(held)
         if need < 0:
             break
         first, q = divmod(int(need), 4294967296)

@@ -16,8 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from guided.constraint import Constraint, ConstraintState, FinishedState, pack_mask
+from guided.constraint import Constraint, ConstraintState, FinishedState, pack_into, pack_mask
 from guided.grammars.bytedfa import ByteDFA, walk_all
+from guided.grammars.engine_lock import ENGINE_LOCK
 
 __all__ = ["Regex", "RegexState"]
 
@@ -135,16 +136,23 @@ class RegexState(ConstraintState):
 
     def allowed_mask(self) -> np.ndarray:
         """Read-only boolean mask (shared with the cache; copy before writing)."""
-        return self.tables.mask(self.state)
+        with ENGINE_LOCK:  # the mask cache may be shared by threads filling a batch
+            return self.tables.mask(self.state)
 
     def cache_key(self):
         return (self.tables, self.state)
 
     def cached_mask(self) -> np.ndarray | None:
-        return self.tables.cached(self.state)
+        with ENGINE_LOCK:
+            return self.tables.cached(self.state)
 
     def allowed_bitmask(self) -> np.ndarray:
         return pack_mask(self.allowed_mask())
+
+    parallel_masks = True
+
+    def fill_bitmask(self, row: np.ndarray) -> None:
+        pack_into(self.allowed_mask(), row)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, RegexState) and other.tables is self.tables and other.state == self.state

@@ -1207,6 +1207,16 @@ def not_words_language(words) -> Node:
     The any-string tail is shared by every divergence point, which keeps the regex linear
     in the total length of the words.
     """
+    words = tuple(sorted(set(words)))
+    node = _not_words_node(words)
+    if node not in _KNOWN:
+        _remember(node, _trie_dfa(words, complement=True))
+    return node
+
+
+@functools.lru_cache(maxsize=1024)
+def _not_words_node(words: tuple) -> Node:
+    # large schemas repeat the same property-name sets (an inlined definition per use)
     trie: dict = {}
     for w in words:
         t = trie
@@ -1227,10 +1237,7 @@ def not_words_language(words) -> Node:
         return alt(*nonfinal) if nonfinal else NOTHING, alt(*diverge) if diverge else NOTHING
 
     nf, dv = build(trie)
-    node = alt(nf, seq(dv, ANY_STRING))
-    if node not in _KNOWN:
-        _remember(node, _trie_dfa(words, complement=True))
-    return node
+    return alt(nf, seq(dv, ANY_STRING))
 
 
 def _trie_dfa(words, complement: bool) -> "DFA":

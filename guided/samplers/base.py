@@ -49,6 +49,7 @@ __all__ = [
     "untruncated_logprobs",
     "masked_draw",
     "inverse_cdf_draws",
+    "bitmask_to_bool",
 ]
 
 
@@ -89,6 +90,7 @@ class SamplerStats:
     truncation_fallbacks: int = 0  # steps where top-k/top-p cut every valid token
     dead: int = 0  # rows left with no valid token (weight 0)
     resamples: int = 0  # SMC resampling events
+    masks_prefetched: int = 0  # masks computed while the forward pass ran (decode's overlap)
     constraint_seconds: float = 0.0  # time inside constraint calls
     sampler_seconds: float = 0.0  # time inside sampler steps (includes constraint_seconds)
     forward_seconds: float = 0.0  # time inside the model's forward passes
@@ -115,6 +117,8 @@ class StepContext:
     truncation_fallback: bool = True  # generate: True; SMC: False (Z == 0 kills the particle)
     # cache_key -> {token: next state or None}: transitions already computed in this generation
     transitions: dict = field(default_factory=dict)
+    # (states, future of their packed bitmask) started by prefetch_masks, taken by masks()
+    _prefetched: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def create(
@@ -154,15 +158,77 @@ class StepContext:
         return ok
 
     def masks(self, states: Sequence["ConstraintState"], width: int, device: torch.device) -> torch.Tensor:
-        """Allowed masks of ``states`` as a bool tensor ``[len(states), width]`` on ``device``."""
+        """Allowed masks of ``states`` as a bool tensor ``[len(states), width]`` on ``device``.
+
+        Filled as one packed bitmask (rows in parallel threads, see
+        :func:`guided.bitmask.fill_bitmasks`), or taken from :meth:`prefetch_masks` when it
+        was started for these very states.
+        """
         t0 = time.perf_counter()
-        size = self.vocab.size
-        out = np.zeros((len(states), max(width, size)), dtype=bool)
-        for i, state in enumerate(states):
-            out[i, :size] = state.allowed_mask()
+        bits = self._take_prefetched(states)
+        if bits is None:
+            bits = self._fill(list(states))
+        else:
+            self.stats.masks_prefetched += len(states)
+        mask = bitmask_to_bool(bits, self.vocab.size, width, device)
         self.stats.constraint_seconds += time.perf_counter() - t0
         self.stats.masks += len(states)
-        return torch.from_numpy(out[:, :width]).to(device, non_blocking=True)
+        return mask
+
+    def prefetch_masks(self, states: Sequence["ConstraintState"]) -> None:
+        """Start computing the masks of ``states`` on a worker thread, so that they are made
+        while the model's next forward pass runs; the next :meth:`masks` call for the same
+        states (same objects, same order) takes them."""
+        states = list(states)
+        self._prefetched = (states, _prefetch_pool().submit(self._fill, states))
+
+    def _take_prefetched(self, states: Sequence["ConstraintState"]) -> np.ndarray | None:
+        pending, self._prefetched = self._prefetched, None
+        if pending is None:
+            return None
+        expected, future = pending
+        bits = future.result()  # also when unused: no worker may still be running afterwards
+        if len(expected) != len(states) or any(a is not b for a, b in zip(expected, states)):
+            return None
+        return bits
+
+    def _fill(self, states: list) -> np.ndarray:
+        from guided.bitmask import allocate_bitmask, fill_bitmasks
+
+        return fill_bitmasks(states, allocate_bitmask(len(states), self.vocab.size))
+
+
+_PREFETCH: list = []
+
+
+def _prefetch_pool():
+    """One background thread for mask prefetching (made on first use)."""
+    if not _PREFETCH:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _PREFETCH.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="guided-prefetch"))
+    return _PREFETCH[0]
+
+
+def bitmask_to_bool(bits: np.ndarray, size: int, width: int, device: torch.device | str) -> torch.Tensor:
+    """Packed int32 rows (``guided.bitmask`` layout) as a bool tensor ``[rows, width]`` on
+    ``device``; columns past ``size`` are False.  On an accelerator the packed words are
+    sent (32x fewer bytes) and unpacked there."""
+    device = torch.device(device)
+    rows = bits.shape[0]
+    if device.type == "cpu":
+        unpacked = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little").view(bool)
+        out = np.zeros((rows, width), dtype=bool)
+        n = min(size, width)
+        out[:, :n] = unpacked[:, :n]
+        return torch.from_numpy(out)
+    words = torch.from_numpy(bits).to(device, non_blocking=True)
+    shifts = torch.arange(32, device=device, dtype=torch.int32)
+    unpacked = ((words.unsqueeze(-1) >> shifts) & 1).bool().view(rows, -1)
+    out = torch.zeros((rows, width), dtype=torch.bool, device=device)
+    n = min(size, width)
+    out[:, :n] = unpacked[:, :n]
+    return out
 
 
 @dataclass
@@ -221,6 +287,9 @@ class TokenSampler(abc.ABC):
 
     #: True when ``log_weights`` are meaningful (an estimate of Z).
     weighted: bool = True
+    #: True when every step needs every row's full mask: decoding then starts the next
+    #: masks on a worker thread as soon as the tokens are chosen, before the forward pass.
+    prefetch_masks: bool = False
 
     @abc.abstractmethod
     def step(

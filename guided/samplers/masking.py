@@ -34,6 +34,8 @@ __all__ = ["Masking"]
 class Masking(TokenSampler):
     """Full mask, renormalise, sample (or argmax when greedy)."""
 
+    prefetch_masks = True  # every row's full mask, every step
+
     def step(self, logits: torch.Tensor, states: Sequence, ctx: StepContext) -> StepResult:
         t0 = time.perf_counter()
         logprobs = next_token_logprobs(logits, ctx.sampling)

@@ -53,8 +53,10 @@ with ``VLLM_USE_V2_MODEL_RUNNER=0``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -66,7 +68,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDi
 from guided.constraint import ConstraintState, FinishedState
 from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar
 from guided.samplers import AWRS, Sampling, StepContext
-from guided.serve.protocol import APIError, CompletionRequest, ConstraintCache, ConstraintSpec
+from guided.serve.protocol import ConstraintCache, ConstraintSpec
 from guided.vocab import Vocabulary
 
 __all__ = ["GuidedLogitsProcessor", "GuidedRequest", "guided_request"]
@@ -134,25 +136,45 @@ def guided_request(extra_args: dict[str, Any] | None) -> GuidedRequest | None:
                                       f"{sorted(SHIPPED_GRAMMARS)}", parameter=key)
         spec: ConstraintSpec | _ShippedGrammarSpec = _ShippedGrammarSpec(value)
     else:
-        try:
-            # The server's request model parses the same vLLM-style fields (a schema given as JSON
-            # text included); 'flexible' whitespace is what a whitespace pattern selects there.
-            fields = {key: value, "guided_whitespace_pattern": r"\s*" if whitespace == "flexible" else None}
-            spec = ConstraintSpec.from_request(CompletionRequest(model="-", prompt="-", **fields))
-        except APIError as exc:
-            raise VLLMValidationError(exc.message, parameter=key) from None
-        except ValueError as exc:  # pydantic: a value of the wrong type
-            raise VLLMValidationError(f"{key}: {_first_line(exc)}", parameter=key) from None
-    request = GuidedRequest(spec, sampler)
+        spec = _spec(key, value, whitespace)
+    error = _build_error(spec)
+    if error is not None:
+        raise VLLMValidationError(error, parameter=key)
+    return GuidedRequest(spec, sampler)
+
+
+@lru_cache(maxsize=256)
+def _build_error(spec: ConstraintSpec | _ShippedGrammarSpec) -> str | None:
+    """Why ``spec`` does not build (its parse error names the place: schema pointer, regex position,
+    grammar line and column), or ``None``. Cached: every request is checked on arrival."""
     try:
-        request.spec.build()  # parse errors name their place (schema pointer, line and column)
+        spec.build()
     except ValueError as exc:
-        raise VLLMValidationError(str(exc), parameter=key) from None
-    return request
+        return str(exc)
+    return None
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _spec(key: str, value: Any, whitespace: str) -> ConstraintSpec:
+    """The constraint by content. The payload keeps the schema's key order: a schema's property
+    order is the order of the output's properties, so it is part of the content."""
+    kind = {"guided_json": "json_schema", "guided_regex": "regex", "guided_grammar": "grammar",
+            "guided_choice": "choice"}[key]
+    if kind == "json_schema":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise VLLMValidationError(f"guided_json is not valid JSON: {exc}", parameter=key) from None
+        if not isinstance(value, (dict, bool)):
+            raise VLLMValidationError(f"guided_json must be a JSON Schema object, not {type(value).__name__}",
+                                      parameter=key)
+        value = {"schema": value, "whitespace": whitespace}
+    elif kind == "choice":
+        if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+            raise VLLMValidationError("guided_choice must be a non-empty list of strings", parameter=key)
+    elif not isinstance(value, str):
+        raise VLLMValidationError(f"{key} must be a string, not {type(value).__name__}", parameter=key)
+    return ConstraintSpec(kind, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 class _Row:

@@ -46,6 +46,10 @@ change nothing. Logprobs in ``awrs`` mode: vLLM's default (``raw_logprobs``) rep
 unconstrained distribution as in any mode; the processed modes report a point mass (0 for the
 chosen token, ``-inf`` for the rest). ``seed`` makes an ``awrs`` request reproducible.
 
+SMC and AWRS weights with vLLM as the language model: :class:`VLLMModel` wraps an ``LLM`` for
+``guided.smc`` and ``guided.generate(..., return_weights=True)`` (the result is the same
+``SMCResult``, with ``log_z`` and ``posterior()``).
+
 Which model runner: this is vLLM's V1 logits-processor interface, the one vLLM's CPU backend
 runs. vLLM 0.32 runs a second interface on GPUs by default (Model Runner V2); there, start vLLM
 with ``VLLM_USE_V2_MODEL_RUNNER=0``.
@@ -68,10 +72,11 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDi
 from guided.constraint import ConstraintState, FinishedState
 from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar
 from guided.samplers import AWRS, Sampling, StepContext
+from guided.samplers.lm import LMBatch
 from guided.serve.protocol import ConstraintCache, ConstraintSpec
 from guided.vocab import Vocabulary
 
-__all__ = ["GuidedLogitsProcessor", "GuidedRequest", "guided_request"]
+__all__ = ["GuidedLogitsProcessor", "GuidedRequest", "VLLMModel", "guided_request"]
 
 SAMPLERS = ("masking", "awrs")
 _CONSTRAINT_KEYS = ("guided_json", "guided_regex", "guided_grammar", "guided_grammar_name", "guided_choice")
@@ -375,3 +380,61 @@ class _EndingAs(ConstraintState):
             mask[list(self.vocab.eos_ids)] = False
             mask[list(self.end_ids)] = True
         return mask
+
+
+class VLLMModel:
+    """A vLLM engine as the language model of ``guided.generate`` and ``guided.smc``: the
+    next-token log-probabilities of every row (particle) come from vLLM, one ``generate`` call
+    per step for all rows, each row a whole token sequence (vLLM's prefix cache shares the
+    particles' common prefixes, so only new tokens cost a forward pass).
+
+        >>> llm = LLM(model=path, max_logprobs=-1, enable_prefix_caching=True)
+        >>> result = guided.smc(VLLMModel(llm), tokenizer, "n = ", guided.Regex(r"[0-9]{2}"), n_particles=16)
+        >>> result.posterior(), result.log_z
+
+    The distribution is vLLM's raw one (``logprobs=-1``: the whole vocabulary, before any
+    processing), so guided applies temperature, top-k/top-p and the constraint itself, exactly
+    as with a Hugging Face model. Rows with the same tokens are asked once.
+    """
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.width = int(llm.llm_engine.model_config.get_vocab_size())
+
+    def start_batch(self, prompt_ids: Sequence[Sequence[int]], pad_id: int) -> "_VLLMBatch":
+        return _VLLMBatch(self, prompt_ids)
+
+    def next_logprobs(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[len(sequences), width]`` next-token log-probabilities after each sequence."""
+        from vllm.inputs import TokensPrompt
+
+        unique = list(dict.fromkeys(tuple(s) for s in sequences))
+        params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=-1, detokenize=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(s)) for s in unique], params, use_tqdm=False)
+        table = torch.full((len(unique), self.width), _NEG_INF)
+        for i, out in enumerate(outputs):
+            logprobs = out.outputs[0].logprobs[0]  # {token id: Logprob} over the whole vocabulary
+            ids = torch.tensor(list(logprobs.keys()), dtype=torch.long)
+            table[i, ids] = torch.tensor([lp.logprob for lp in logprobs.values()], dtype=torch.float32)
+        where = {s: i for i, s in enumerate(unique)}
+        return table[[where[tuple(s)] for s in sequences]]
+
+
+class _VLLMBatch(LMBatch):
+    """Rows as token sequences; each step asks vLLM for every row's next-token distribution."""
+
+    def __init__(self, model: VLLMModel, prompt_ids: Sequence[Sequence[int]]):
+        self.model = model
+        self.sequences = [list(p) for p in prompt_ids]
+        self.logits = model.next_logprobs(self.sequences)
+
+    def append(self, tokens: Sequence[int]) -> torch.Tensor:
+        for sequence, token in zip(self.sequences, tokens):
+            sequence.append(int(token))
+        self.logits = self.model.next_logprobs(self.sequences)
+        return self.logits
+
+    def select(self, index: Sequence[int]) -> None:
+        index = list(index)
+        self.sequences = [list(self.sequences[i]) for i in index]
+        self.logits = self.logits[index]

@@ -213,6 +213,7 @@ def test_offline_llm_with_the_processor_class(model_path):
                          cwd=REPO, timeout=STARTUP_SECONDS)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    smc = lines.pop()
     assert [line["constraint"] for line in lines] == ["json", "regex", "choice", "grammar"]
     by_name = {line["constraint"]: line for line in lines}
     for name in ("json", "regex", "choice"):
@@ -222,3 +223,24 @@ def test_offline_llm_with_the_processor_class(model_path):
     assert by_name["choice"]["text"] in CHOICES
     if by_name["grammar"]["finished"]:  # the shipped JSON grammar is unbounded: 48 tokens may not close it
         json.loads(by_name["grammar"]["text"])
+
+    # SMC with vLLM as the language model against the Hugging Face path on the same model, same
+    # seed: the logits agree to ~1e-5, so the particles agree up to Monte Carlo noise
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import guided
+
+    sys.path.insert(0, str(REPO / "examples"))
+    from vllm_offline import SMC_PARTICLES, SMC_PROMPT, SMC_REGEX
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    ours = guided.smc(hf, tokenizer, SMC_PROMPT, guided.Regex(SMC_REGEX), n_particles=SMC_PARTICLES, seed=0,
+                      max_new_tokens=8)
+    theirs = smc["smc"]
+    assert all(re.fullmatch(SMC_REGEX, text) for text in theirs) and abs(sum(theirs.values()) - 1) < 1e-6
+    texts = set(theirs) | set(ours.posterior())
+    distance = 0.5 * sum(abs(theirs.get(t, 0.0) - ours.posterior().get(t, 0.0)) for t in texts)
+    assert distance < 0.15, (theirs, ours.posterior())
+    assert abs(smc["log_z"] - ours.log_z) < 0.1, (smc["log_z"], ours.log_z)

@@ -152,7 +152,7 @@ def one_request(api, item: dict, backend: str, sampler: str | None, max_tokens: 
                     first = time.perf_counter()
                 text.append(choice.text)
                 finish = choice.finish_reason or finish
-    except openai.BadRequestError as exc:
+    except openai.APIError as exc:  # a 400, or (streaming) the backend's error inside the stream
         return {"refused": True, "error": str(exc)[:200]}
     end = time.perf_counter()
     out = "".join(text)
@@ -187,14 +187,14 @@ def run_level(api, items, backend, sampler, concurrency: int, max_tokens: int) -
 
 def print_table(results: dict) -> None:
     head = (f"{'backend':<16}{'conc':>5}{'tok/s':>9}{'TTFT p50':>10}{'p99':>9}{'TPOT p50':>10}{'p99':>9}"
-            f"{'finished':>10}{'valid+fin':>10}{'refused':>9}")
+            f"{'finished':>10}{'valid+fin':>10}{'fin-invalid':>12}{'refused':>9}")
     print(head)
     print("-" * len(head))
     for name, levels in results.items():
         for conc, r in levels.items():
             print(f"{name:<16}{conc:>5}{r['output_tok_s']:>9.1f}{r['ttft_p50_ms']:>10.0f}{r['ttft_p99_ms']:>9.0f}"
                   f"{r['tpot_p50_ms']:>10.1f}{r['tpot_p99_ms']:>9.1f}{r['finished']:>10.0%}"
-                  f"{r['valid_and_finished']:>10.0%}{r['refused']:>9.0%}")
+                  f"{r['valid_and_finished']:>10.0%}{r['finished_but_invalid']:>12}{r['refused']:>9.0%}")
 
 
 def main(argv=None) -> int:
@@ -206,6 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", default="unconstrained,guided,xgrammar,guidance")
     ap.add_argument("--model", default=None, help="model folder (default: the embedded model if vLLM can run it, "
                     "else the tests' head-size-32 random Llama)")
+    ap.add_argument("--keep", action="store_true", help="keep the other backends' results already in the JSON file")
     ap.add_argument("--json", dest="json_out", default=str(REPO / "benchmarks" / "results" / "vllm.json"))
     args = ap.parse_args(argv)
 
@@ -215,7 +216,10 @@ def main(argv=None) -> int:
     model = args.model or vllm_test_model()
     items = workload(load_schemas(args.data, args.schemas))
     levels = [int(c) for c in args.concurrency.split(",")]
+    out_path = Path(args.json_out)
     results: dict[str, dict] = {}
+    if args.keep and out_path.exists():  # backends measured by an earlier run stay in the file
+        results = json.loads(out_path.read_text())["backends"]
     logs = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
     for backend in args.backends.split(","):
         server, api = start_server(model, backend, logs / f"{backend}.log")
@@ -232,15 +236,19 @@ def main(argv=None) -> int:
         finally:
             server.terminate()
             server.wait(timeout=60)
+        write_json(out_path, model, items, args, levels, results)  # after each backend: a crash keeps the rest
     print(f"\nmodel: {model}; {len(items) - 2} MaskBench schemas + Lark JSON and SQL grammars; "
           f"max_tokens {args.max_tokens}; temperature 1; vLLM CPU, one process per backend\n")
     print_table(results)
-    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_out).write_text(json.dumps({
+    return 0
+
+
+def write_json(path: Path, model: str, items, args, levels, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
         "model": model, "schemas": len(items) - 2, "grammars": ["lark-json", "lark-sql"], "max_tokens": args.max_tokens,
         "concurrency": levels, "machine": f"{os.cpu_count()} CPU cores, vLLM CPU backend", "backends": results,
     }, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

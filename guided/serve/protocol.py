@@ -322,7 +322,8 @@ def _schema_spec(schema: Any, param: str, whitespace: str) -> ConstraintSpec:
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Keys keep their order: a schema's ``properties`` order is the order the output writes them.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _start_rule(lark_text: str) -> str:

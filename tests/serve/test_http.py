@@ -254,7 +254,7 @@ def test_constraint_spec_selection():
     assert spec(guided_choice=["a"]).kind == "choice"
     assert spec(guided_grammar="start: \"x\"").kind == "grammar"
     assert spec(guided_json='{"type": "integer"}') == spec(guided_json={"type": "integer"})
-    assert spec(guided_json={"a": 1, "b": 2}).key == spec(guided_json={"b": 2, "a": 1}).key
+    assert spec(guided_json={"a": 1, "b": 2}).key != spec(guided_json={"b": 2, "a": 1}).key  # order is output order
     obj = spec(response_format={"type": "json_object"})
     assert json.loads(obj.payload)["schema"] == {"type": "object"}
     chat = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "x"}],
@@ -266,6 +266,17 @@ def test_constraint_spec_selection():
         with pytest.raises(APIError) as info:
             spec(**bad)
         assert info.value.status == 400
+
+
+def test_schema_properties_are_written_in_the_request_order(llama3_vocab):
+    from guided.serve.protocol import CompletionRequest, ConstraintSpec
+
+    schema = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}},
+              "required": ["b", "a"], "additionalProperties": False}
+    start = ConstraintSpec.from_request(CompletionRequest(model="m", prompt="p", guided_json=schema)).build().start(llama3_vocab)
+    written = start.advance_bytes(b'{"b": 1, "a": 2}')
+    assert written is not None and written.is_accepting()
+    assert start.advance_bytes(b'{"a"') is None
 
 
 def test_grammar_start_rule_defaults_to_the_first_rule():

@@ -73,7 +73,7 @@ from guided.constraint import ConstraintState, FinishedState
 from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar
 from guided.samplers import AWRS, Sampling, StepContext
 from guided.samplers.lm import LMBatch
-from guided.serve.protocol import ConstraintCache, ConstraintSpec
+from guided.serve.protocol import ConstraintCache, ConstraintSpec, _canonical
 from guided.vocab import Vocabulary
 
 __all__ = ["GuidedLogitsProcessor", "GuidedRequest", "VLLMModel", "guided_request"]
@@ -160,8 +160,7 @@ def _build_error(spec: ConstraintSpec | _ShippedGrammarSpec) -> str | None:
 
 
 def _spec(key: str, value: Any, whitespace: str) -> ConstraintSpec:
-    """The constraint by content. The payload keeps the schema's key order: a schema's property
-    order is the order of the output's properties, so it is part of the content."""
+    """The constraint by content (the server's canonical payload, which keeps a schema's key order)."""
     kind = {"guided_json": "json_schema", "guided_regex": "regex", "guided_grammar": "grammar",
             "guided_choice": "choice"}[key]
     if kind == "json_schema":
@@ -179,7 +178,7 @@ def _spec(key: str, value: Any, whitespace: str) -> ConstraintSpec:
             raise VLLMValidationError("guided_choice must be a non-empty list of strings", parameter=key)
     elif not isinstance(value, str):
         raise VLLMValidationError(f"{key} must be a string, not {type(value).__name__}", parameter=key)
-    return ConstraintSpec(kind, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return ConstraintSpec(kind, _canonical(value))
 
 
 class _Row:

@@ -1,10 +1,12 @@
 """Train guided's own small language models (causal or masked-diffusion) with the Llama-3 tokenizer.
 
-    # the embedded default model (CPU, one thread, about 30 CPU-minutes)
-    python scripts/train.py --kind causal --size tiny --steps 1662 --out guided/models/default
-    # the small masked-diffusion LM (LLaDA-style objective, ModernBERT encoder), warm-started
+    # the embedded default model (CPU, one thread, about 40 CPU-minutes)
+    python scripts/train.py --kind causal --size small --steps 1500 --out guided/models/default
+    # the small masked-diffusion LM (LLaDA-style objective, ModernBERT encoder), warm-started from
+    # the embeddings of the d=48 causal model (the embedded default before it became "small")
+    python scripts/train.py --kind causal --size tiny --steps 1662 --out runs/causal-tiny
     python scripts/train.py --kind diffusion --size tiny --steps 1500 --eval-every 500 \
-        --init-embeddings guided/models/default --out guided/models/diffusion
+        --init-embeddings runs/causal-tiny --out guided/models/diffusion
     # the draft / target pair for speculative decoding, on a GPU
     python scripts/train.py --kind causal --size draft  --device cuda --bf16 --batch-size 64 --minutes 5 --out runs/draft
     python scripts/train.py --kind causal --size target --device cuda --bf16 --batch-size 64 --minutes 8 --out runs/target
@@ -58,10 +60,12 @@ MASK_ID = 128002
 DIFFUSION_EPS = 1e-3  # t ~ U(eps, 1]: the 1/t weight stays bounded
 
 # Body shapes. The 128K-row tied embedding dominates parameters and disk size
-# (128,256 x d x 2 bytes in fp16): d=48 keeps the embedded model with its tokenizer under 20 MB.
+# (128,256 x d x 2 bytes in fp16, next to the 7.2 MB tokenizer). "small" is the embedded default
+# model: attention heads of 32 (vLLM's CPU attention rejects head sizes such as tiny's 12).
 ARCHS: dict[str, dict[str, dict]] = {
     "causal": {
         "tiny": dict(hidden_size=48, num_hidden_layers=6, num_attention_heads=4, intermediate_size=192),
+        "small": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, intermediate_size=384),
         "draft": dict(hidden_size=80, num_hidden_layers=6, num_attention_heads=5, intermediate_size=320),
         "target": dict(hidden_size=320, num_hidden_layers=8, num_attention_heads=5, intermediate_size=1024),
     },
@@ -74,6 +78,7 @@ ARCHS: dict[str, dict[str, dict]] = {
 # Optimiser defaults per size (batch in sequences of SEQ_LEN tokens).
 HPARAMS = {
     "tiny": dict(batch_size=16, lr=3e-3),
+    "small": dict(batch_size=16, lr=3e-3),
     "draft": dict(batch_size=32, lr=3e-3),
     "target": dict(batch_size=64, lr=1.5e-3),
 }
@@ -539,6 +544,9 @@ def train(run: RunConfig, out: Path, log=print, tokenizer=None) -> dict:
             with safe_open(str(Path(run.init_embeddings) / "model.safetensors"), "pt") as f:
                 key = next(k for k in f.keys() if "embed" in k)
                 source = f.get_tensor(key).float()
+            width = model.get_input_embeddings().weight.shape[1]
+            if source.shape[1] != width:
+                raise ValueError(f"{run.init_embeddings} has {source.shape[1]}-wide embeddings, {run.size} needs {width}")
             model.get_input_embeddings().weight[: vocab.size] = source[torch.from_numpy(vocab.active_ids)]
             log(f"embeddings initialised from {run.init_embeddings} ({key})")
         # the shared row of inactive ids is zero and (padding_idx) never trained
@@ -650,7 +658,7 @@ def train(run: RunConfig, out: Path, log=print, tokenizer=None) -> dict:
 def parse_args(argv=None) -> tuple[RunConfig, Path, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=["causal", "diffusion"], default="causal")
-    parser.add_argument("--size", choices=["tiny", "draft", "target"], default="tiny")
+    parser.add_argument("--size", choices=list(HPARAMS), help="default: small (causal), tiny (diffusion)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="exact number of optimiser steps (reproducible)")
@@ -673,6 +681,9 @@ def parse_args(argv=None) -> tuple[RunConfig, Path, argparse.Namespace]:
     parser.add_argument("--init-embeddings", type=Path, help="HF model folder whose token embeddings start training")
     parser.add_argument("--samples", type=int, default=4, help="print this many samples after training")
     args = parser.parse_args(argv)
+    args.size = args.size or ("small" if args.kind == "causal" else "tiny")
+    if args.size not in ARCHS[args.kind]:
+        parser.error(f"no {args.kind} model of size {args.size!r} (sizes: {', '.join(ARCHS[args.kind])})")
     hp = HPARAMS[args.size]
     run = RunConfig(
         kind=args.kind, size=args.size, device=args.device, seed=args.seed, steps=args.steps,

@@ -65,7 +65,7 @@ def request_body(item: dict, backend: str, sampler: str | None) -> dict:
         return {}
     if backend == "guided":
         if item["kind"] == "json":
-            xargs = {"guided_json": json.dumps(item["schema"])}
+            xargs = {"guided_json": json.dumps(item["schema"]), "guided_whitespace": "compact"}
         else:
             xargs = {"guided_grammar_name": item["kind"].split("-")[1]}
         return {"vllm_xargs": {**xargs, "guided_sampler": sampler}}

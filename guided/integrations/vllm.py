@@ -19,7 +19,8 @@ client. Request arguments (``SamplingParams.extra_args``; at most one constraint
 ``guided_grammar_name``    a grammar shipped with guided: ``json``, ``sql``, ``arithmetic``, ``python``
 ``guided_choice``          a list of strings; the output is one of them exactly
 ``guided_sampler``         ``masking`` (default) or ``awrs``
-``guided_whitespace``      ``compact`` (default) or ``flexible``: whitespace between JSON tokens
+``guided_whitespace``      JSON whitespace: ``bounded`` (default, as ``guided serve``: one space, or one
+                           newline plus indentation, per gap), ``compact`` (none) or ``flexible`` (any)
 =========================  =====================================================================
 
 A request without them is left untouched. Bad arguments (a malformed schema, regex or grammar)
@@ -36,7 +37,8 @@ only the request's end-of-sequence tokens. Compiled constraints are cached by co
 ``GUIDED_VLLM_CACHE`` entries, default 64) in each process.
 
 Samplers. ``masking``: every forbidden token gets ``-inf`` (one mask tensor per step for all
-guided rows); vLLM's own temperature, top-k, top-p and min-p then act on the constrained
+guided rows, filled as one packed bitmask by :func:`guided.bitmask.fill_bitmasks`, rows in
+parallel threads); vLLM's own temperature, top-k, top-p and min-p then act on the constrained
 distribution, and processed logprobs are the constrained ones. ``awrs``: the processor draws
 the token itself with AWRS (:class:`guided.samplers.AWRS`: temperature, then top-k and top-p on
 the *model's* distribution, then the constraint, exactly as ``guided.generate(sampler=AWRS())``;
@@ -69,9 +71,11 @@ from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
+from guided.bitmask import allocate_bitmask, bitmask_words, fill_bitmasks
 from guided.constraint import ConstraintState, FinishedState
 from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar
 from guided.samplers import AWRS, Sampling, StepContext
+from guided.samplers.base import bitmask_to_bool
 from guided.samplers.lm import LMBatch
 from guided.serve.protocol import ConstraintCache, ConstraintSpec, _canonical
 from guided.vocab import Vocabulary
@@ -79,6 +83,7 @@ from guided.vocab import Vocabulary
 __all__ = ["GuidedLogitsProcessor", "GuidedRequest", "VLLMModel", "guided_request"]
 
 SAMPLERS = ("masking", "awrs")
+WHITESPACE = ("bounded", "compact", "flexible")
 _CONSTRAINT_KEYS = ("guided_json", "guided_regex", "guided_grammar", "guided_grammar_name", "guided_choice")
 _NEG_INF = float("-inf")
 _CACHE = ConstraintCache(capacity=int(os.environ.get("GUIDED_VLLM_CACHE", "64")))
@@ -130,9 +135,9 @@ def guided_request(extra_args: dict[str, Any] | None) -> GuidedRequest | None:
     sampler = args.get("guided_sampler", "masking")
     if sampler not in SAMPLERS:
         raise VLLMValidationError(f"guided_sampler must be one of {SAMPLERS}, not {sampler!r}", parameter="guided_sampler")
-    whitespace = args.get("guided_whitespace", "compact")
-    if whitespace not in ("compact", "flexible"):
-        raise VLLMValidationError(f"guided_whitespace must be 'compact' or 'flexible', not {whitespace!r}",
+    whitespace = args.get("guided_whitespace", "bounded")
+    if whitespace not in WHITESPACE:
+        raise VLLMValidationError(f"guided_whitespace must be one of {WHITESPACE}, not {whitespace!r}",
                                   parameter="guided_whitespace")
     value = args[key]
     if key == "guided_grammar_name":
@@ -243,6 +248,7 @@ class GuidedLogitsProcessor(LogitsProcessor):
         self.device = device
         self.rows: dict[int, _Row] = {}
         self.awrs = AWRS()
+        self._bits: np.ndarray | None = None  # the step's packed mask, reused
 
     def is_argmax_invariant(self) -> bool:
         return False  # the constrained argmax is not the model's argmax
@@ -305,27 +311,33 @@ class GuidedLogitsProcessor(LogitsProcessor):
         return logits
 
     def _mask_rows(self, logits: torch.Tensor, masked: Sequence[tuple[int, _Row]]) -> None:
-        """One bool tensor for every masked row; forbidden columns get ``-inf``."""
+        """One packed bitmask for every masked row (open rows filled in parallel by
+        :func:`fill_bitmasks`); forbidden columns get ``-inf``."""
+        vocab = self.vocab
         width = logits.shape[-1]
-        size = min(width, self.vocab.size)
-        allowed = np.zeros((len(masked), width), dtype=bool)
-        eos = np.fromiter(self.vocab.eos_ids, dtype=np.int64)
-        by_state: dict[int, np.ndarray] = {}
+        bits = self._bitmask(len(masked), max(width, vocab.size))
+        open_rows = [i for i, (_, row) in enumerate(masked) if not row.closed()]
+        fill_bitmasks([masked[i][1].state for i in open_rows], bits, rows=open_rows)
+        eos = sorted(vocab.eos_ids)
         for i, (_, row) in enumerate(masked):
-            state = row.state
             if row.closed():
-                allowed[i, row.end_ids] = True
-                continue
-            mask = by_state.get(id(state))
-            if mask is None:
-                mask = by_state[id(state)] = state.allowed_mask()[:size]
-            allowed[i, :size] = mask
-            if state.is_accepting():  # end with what ends this request in vLLM
-                allowed[i, eos] = False
-                allowed[i, row.end_ids] = True
+                _set_bits(bits[i], row.end_ids, clear_first=True)
+            elif row.state.is_accepting():  # end with what ends this request in vLLM
+                _clear_bits(bits[i], eos)
+                _set_bits(bits[i], row.end_ids)
+        allowed = bitmask_to_bool(bits, vocab.size, width, logits.device)
         index = torch.as_tensor([i for i, _ in masked], device=logits.device)
-        forbid = ~torch.from_numpy(allowed).to(logits.device)
-        logits[index] = logits[index].masked_fill(forbid, _NEG_INF)
+        logits[index] = logits[index].masked_fill(~allowed, _NEG_INF)
+
+    def _bitmask(self, rows: int, size: int) -> np.ndarray:
+        """A zeroed int32 bitmask of ``rows`` rows, reusing one buffer across steps."""
+        words = bitmask_words(size)
+        buf = self._bits
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != words:
+            buf = self._bits = allocate_bitmask(max(rows, 2 * (0 if buf is None else buf.shape[0])), size)
+        out = buf[:rows]
+        out.fill(0)
+        return out
 
     def _awrs_row(self, logits: torch.Tensor, index: int, row: _Row) -> None:
         """Draw the row's token with AWRS and leave it as the row's only finite logit."""
@@ -338,6 +350,20 @@ class GuidedLogitsProcessor(LogitsProcessor):
             return
         logits[index, token] = 0.0
         row.pending = (token, nxt.inner if isinstance(nxt, _EndingAs) else nxt)
+
+
+def _set_bits(row: np.ndarray, tokens: Sequence[int], clear_first: bool = False) -> None:
+    if clear_first:
+        row.fill(0)
+    words = row.view(np.uint32)
+    for t in tokens:
+        words[t >> 5] |= np.uint32(1 << (t & 31))
+
+
+def _clear_bits(row: np.ndarray, tokens: Sequence[int]) -> None:
+    words = row.view(np.uint32)
+    for t in tokens:
+        words[t >> 5] &= np.uint32(~(1 << (t & 31)) & 0xFFFFFFFF)
 
 
 class _EndingAs(ConstraintState):

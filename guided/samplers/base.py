@@ -162,14 +162,12 @@ class StepContext:
 
         Filled as one packed bitmask (rows in parallel threads, see
         :func:`guided.bitmask.fill_bitmasks`), or taken from :meth:`prefetch_masks` when it
-        was started for these very states.
+        was started for these states (or a prefix of them: rows that joined since are added).
         """
         t0 = time.perf_counter()
-        bits = self._take_prefetched(states)
-        if bits is None:
-            bits = self._fill(list(states))
-        else:
-            self.stats.masks_prefetched += len(states)
+        states = list(states)
+        bits, reused = self._take_prefetched(states)
+        self.stats.masks_prefetched += reused
         mask = bitmask_to_bool(bits, self.vocab.size, width, device)
         self.stats.constraint_seconds += time.perf_counter() - t0
         self.stats.masks += len(states)
@@ -178,19 +176,25 @@ class StepContext:
     def prefetch_masks(self, states: Sequence["ConstraintState"]) -> None:
         """Start computing the masks of ``states`` on a worker thread, so that they are made
         while the model's next forward pass runs; the next :meth:`masks` call for the same
-        states (same objects, same order) takes them."""
+        states (same objects, same order, perhaps with more after them) takes them."""
         states = list(states)
         self._prefetched = (states, _prefetch_pool().submit(self._fill, states))
 
-    def _take_prefetched(self, states: Sequence["ConstraintState"]) -> np.ndarray | None:
+    def _take_prefetched(self, states: list) -> tuple[np.ndarray, int]:
+        """The masks of ``states`` and how many came from the prefetch: the prefetched rows
+        are used when they were made for a prefix of ``states`` (same objects, same order: rows
+        that joined since are appended and filled now), else everything is filled now."""
         pending, self._prefetched = self._prefetched, None
         if pending is None:
-            return None
+            return self._fill(states), 0
         expected, future = pending
         bits = future.result()  # also when unused: no worker may still be running afterwards
-        if len(expected) != len(states) or any(a is not b for a, b in zip(expected, states)):
-            return None
-        return bits
+        n = len(expected)
+        if n > len(states) or any(a is not b for a, b in zip(expected, states)):
+            return self._fill(states), 0
+        if n == len(states):
+            return bits, n
+        return np.concatenate([bits, self._fill(states[n:])]), n
 
     def _fill(self, states: list) -> np.ndarray:
         from guided.bitmask import allocate_bitmask, fill_bitmasks

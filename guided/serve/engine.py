@@ -654,9 +654,23 @@ class DecodeLoop:
             live = {row.request.batch_key() for row in self.rows}
             self.contexts = {k: v for k, v in self.contexts.items() if k in live}
         if self.rows:
+            self._prefetch_masks()
             before_forward = self.lm.batch.forward_seconds
             self.lm.append([row.ids[-1] for row in self.rows])
             self.stats["forward_seconds"] += self.lm.batch.forward_seconds - before_forward
+
+    def _prefetch_masks(self) -> None:
+        """Start the next step's masks for every full-mask group on a worker thread, so they
+        are made while the forward pass runs (a group that a new row joins before the next
+        step recomputes its masks, from the states' caches the prefetch warmed)."""
+        groups: dict[tuple, list] = {}
+        for row in self.rows:
+            if self.samplers[row.request.sampler].prefetch_masks:
+                groups.setdefault(row.request.batch_key(), []).append(row.state)
+        for key, states in groups.items():
+            ctx = self.contexts.get(key)
+            if ctx is not None:
+                ctx.prefetch_masks(states)
 
     def _finish(self, row: _LiveRow, reason: str, error: str | None = None) -> None:
         row.text.finish()

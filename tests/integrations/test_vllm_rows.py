@@ -57,6 +57,7 @@ def processor() -> GuidedLogitsProcessor:
     ({"guided_regex": "a", "guided_sampler": "smc"}, "guided_sampler"),
     ({"guided_sampler": "awrs"}, "needs a constraint"),
     ({"guided_choice": "yes"}, "guided_choice"),
+    ({"guided_json": "{}", "guided_whitespace": "any"}, "guided_whitespace"),
 ])
 def test_bad_arguments_are_rejected_naming_the_place(args, place):
     with pytest.raises(VLLMValidationError) as caught:
@@ -69,6 +70,18 @@ def test_requests_without_guided_arguments_are_left_alone():
     assert guided_request({"other_plugin": 1}) is None
     request = guided_request({"guided_grammar_name": "sql", "guided_sampler": "awrs"})
     assert request.sampler == "awrs"
+
+
+def test_json_whitespace_is_bounded_by_default_as_in_guided_serve(processor):
+    vocab = processor.vocab
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    default = guided_request({"guided_json": schema}).constraint(vocab)
+    for text, bounded_ok in [(b'{"a": 1}', True), (b'{\n  "a": 1\n}', True), (b'{\n\n\n"a":1}', False)]:
+        state = default.start(vocab).advance_bytes(text)
+        assert (state is not None and state.is_accepting()) == bounded_ok, text
+    compact = guided_request({"guided_json": schema, "guided_whitespace": "compact"}).constraint(vocab)
+    assert compact.start(vocab).advance_bytes(b'{"a": 1}') is None
+    assert compact.start(vocab).advance_bytes(b'{"a":1}').is_accepting()
 
 
 # -- rows follow BatchUpdate ------------------------------------------------------------------

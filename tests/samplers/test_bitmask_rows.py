@@ -1,5 +1,5 @@
 """Packed rows become the bool masks the samplers apply: columns past the vocabulary are never
-allowed, and a narrower logits width cuts the row."""
+allowed, and a narrower logits width cuts the row; a prefetch serves the rows it was made for."""
 
 import numpy as np
 import pytest
@@ -29,3 +29,20 @@ def test_bitmask_to_bool_on_cuda_equals_cpu():
     bits = np.stack([pack_mask(m) for m in masks])
     cpu = bitmask_to_bool(bits, 1000, 1024, "cpu")
     assert torch.equal(bitmask_to_bool(bits, 1000, 1024, "cuda").cpu(), cpu)
+
+
+def test_prefetched_masks_are_used_for_a_prefix_and_rows_that_joined_are_added(vocab):
+    from guided import Regex
+    from guided.samplers.base import StepContext
+
+    grammar = Regex(r"[0-9]{2}|[a-z]+ ?")
+    states = [grammar.start(vocab), grammar.start(vocab).advance_bytes(b"4"), grammar.start(vocab).advance_bytes(b"ab")]
+    exact = torch.from_numpy(np.stack([np.array(s.allowed_mask(), dtype=bool) for s in states]))
+    width = vocab.size + 7
+    expected = torch.zeros((3, width), dtype=torch.bool)
+    expected[:, : vocab.size] = exact
+    for prefetched, reused in [(states[:2], 2), (states, 3), (states[1:], 0), ([], 0)]:
+        ctx = StepContext.create(vocab, seed=0)
+        ctx.prefetch_masks(prefetched)
+        assert torch.equal(ctx.masks(states, width, torch.device("cpu")), expected)
+        assert ctx.stats.masks_prefetched == reused

@@ -33,7 +33,12 @@ swapped). A row holds the request's constraint state and a live reference to its
 tokens; before each step it advances over the tokens produced since (a request preempted and
 re-added with output already generated starts from the beginning of that output). Once the
 constraint is finished (or, should vLLM ever produce a token it forbade, dead), the row allows
-only the request's end-of-sequence tokens. Compiled constraints are cached by content (LRU,
+only the request's end-of-sequence tokens. vLLM calls ``update_state`` every step once the last
+step's tokens are in the outputs and before the forward pass; the processor then brings the rows
+up to date and fills their masks on a worker thread, so the masks are made while the forward pass
+runs and ``apply`` only writes them (a row whose output changed in between, e.g. a token that
+arrived late under asynchronous scheduling, is redone in ``apply``; ``GUIDED_VLLM_OVERLAP=0``
+makes everything in ``apply``). Compiled constraints are cached by content (LRU,
 ``GUIDED_VLLM_CACHE`` entries, default 64) in each process.
 
 Samplers. ``masking``: every forbidden token gets ``-inf`` (one mask tensor per step for all
@@ -61,6 +66,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -189,15 +195,17 @@ def _spec(key: str, value: Any, whitespace: str) -> ConstraintSpec:
 class _Row:
     """One guided request in the batch: its constraint state, kept in step with its output."""
 
-    __slots__ = ("start", "state", "consumed", "output", "end_ids", "ctx", "pending")
+    __slots__ = ("start", "state", "consumed", "output", "end_ids", "ctx", "sampling", "pending")
 
-    def __init__(self, start: ConstraintState | None, output: list[int], end_ids: list[int], ctx: StepContext | None):
+    def __init__(self, start: ConstraintState | None, output: list[int], end_ids: list[int],
+                 sampling: Sampling | None = None, ctx: StepContext | None = None):
         self.start = start
         self.state = start
         self.consumed: list[int] = []
         self.output = output  # vLLM's live list of the request's output tokens
         self.end_ids = end_ids
-        self.ctx = ctx  # AWRS rows: the request's randomness and memo of transitions
+        self.sampling = sampling  # AWRS rows: the request's temperature, top-k and top-p
+        self.ctx = ctx  # seeded AWRS rows: the request's own random stream (others share their group's)
         self.pending: tuple[int, ConstraintState | None] | None = None  # AWRS: token drawn, its state
 
     def sync(self) -> ConstraintState | None:
@@ -222,6 +230,14 @@ class _Row:
             self.state = nxt
             self.consumed.append(token)
         return self.state
+
+    def behind(self) -> bool:
+        """True when the output has changed since the last :meth:`sync` (a token arrived late,
+        or the request was preempted)."""
+        output, n = self.output, len(self.consumed)
+        if len(output) < n or output[:n] != self.consumed:
+            return True
+        return len(output) > n and output[n] >= 0
 
     def closed(self) -> bool:
         """True when only end tokens may follow: the constraint is finished, or dead."""
@@ -249,14 +265,26 @@ class GuidedLogitsProcessor(LogitsProcessor):
         self.rows: dict[int, _Row] = {}
         self.awrs = AWRS()
         self._bits: np.ndarray | None = None  # the step's packed mask, reused
+        self._contexts: dict[Sampling, StepContext] = {}  # unseeded AWRS rows' streams, by sampling
+        self._width = int(model_config.get_vocab_size()) if hasattr(model_config, "get_vocab_size") else 0
+        # masks made during the forward pass (GUIDED_VLLM_OVERLAP=0: in apply, after it)
+        self._overlap = os.environ.get("GUIDED_VLLM_OVERLAP", "1") != "0"
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guided-vllm-masks")
+        self._pending: Future | None = None
 
     def is_argmax_invariant(self) -> bool:
         return False  # the constrained argmax is not the model's argmax
 
     # -- batch bookkeeping ---------------------------------------------------------------
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
+        # called every step after the last step's tokens are in the outputs and before the
+        # forward pass: the next masks are made on a worker thread while the forward pass runs
+        self._take_prepared()  # a prepared step never applied (no rows were sampled): drop it
+        if batch_update is not None:
+            self._update_rows(batch_update)
+        self._start_prepare()
+
+    def _update_rows(self, batch_update: BatchUpdate) -> None:
         rows = self.rows
         for index in batch_update.removed:
             rows.pop(index, None)
@@ -287,35 +315,57 @@ class GuidedLogitsProcessor(LogitsProcessor):
             start = request.constraint(vocab).start(vocab)
         except ValueError:
             start = None  # cannot compile here (validated on arrival): the row may only end
-        ctx = None
-        if request.sampler == "awrs":
-            top_k = params.top_k if params.top_k and params.top_k > 0 else None
-            top_p = params.top_p if params.top_p < 1.0 else None
-            sampling = Sampling(temperature=max(params.temperature, 0.0), top_k=top_k, top_p=top_p)
-            ctx = StepContext.create(vocab, sampling, seed=params.seed)
-        return _Row(start, output, end_ids, ctx)
+        if request.sampler != "awrs":
+            return _Row(start, output, end_ids)
+        top_k = params.top_k if params.top_k and params.top_k > 0 else None
+        top_p = params.top_p if params.top_p < 1.0 else None
+        sampling = Sampling(temperature=max(params.temperature, 0.0), top_k=top_k, top_p=top_p)
+        ctx = None if params.seed is None else StepContext.create(vocab, sampling, seed=params.seed)
+        return _Row(start, output, end_ids, sampling, ctx)
 
     # -- the step ------------------------------------------------------------------------
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        masked: list[tuple[int, _Row]] = []
-        for index, row in self.rows.items():
-            row.sync()
-            if row.ctx is not None and not row.closed():
-                self._awrs_row(logits, index, row)
-            else:
-                masked.append((index, row))
+        prepared = self._take_prepared()
+        if prepared is None or any(row.behind() for row in self.rows.values()):
+            prepared = self._prepare()
+        masked, drawn, bits = prepared
+        for members in drawn.values():
+            self._awrs_rows(logits, members)
         if masked:
-            self._mask_rows(logits, masked)
+            self._apply_mask(logits, masked, bits)
         return logits
 
-    def _mask_rows(self, logits: torch.Tensor, masked: Sequence[tuple[int, _Row]]) -> None:
+    def _prepare(self) -> tuple[list, dict, np.ndarray | None]:
+        """Bring every row up to its output and fill the masks of the rows that are masked:
+        ``(masked rows, AWRS rows by random stream, their packed bitmask)``. Runs on a worker
+        thread while vLLM's forward pass runs (started by ``update_state``), or in ``apply``."""
+        masked: list[tuple[int, _Row]] = []
+        drawn: dict[Any, list[tuple[int, _Row]]] = {}  # AWRS rows by random stream
+        for index, row in sorted(self.rows.items()):
+            row.sync()
+            if row.sampling is not None and not row.closed():
+                drawn.setdefault(row.sampling if row.ctx is None else id(row), []).append((index, row))
+            else:
+                masked.append((index, row))
+        return masked, drawn, self._fill_masks(masked) if masked else None
+
+    def _start_prepare(self) -> None:
+        if self._overlap and self.rows:
+            self._pending = self._worker.submit(self._prepare)
+
+    def _take_prepared(self):
+        """The prepared step, once its worker is done (``None`` if none was started); an error
+        of the worker's is raised here, in vLLM's step."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
+
+    def _fill_masks(self, masked: Sequence[tuple[int, _Row]]) -> np.ndarray:
         """One packed bitmask for every masked row (open rows filled in parallel by
-        :func:`fill_bitmasks`); forbidden columns get ``-inf``."""
+        :func:`fill_bitmasks`), end tokens set as the request ends."""
         vocab = self.vocab
-        width = logits.shape[-1]
-        bits = self._bitmask(len(masked), max(width, vocab.size))
+        bits = self._bitmask(len(masked), max(self._width, vocab.size))
         open_rows = [i for i, (_, row) in enumerate(masked) if not row.closed()]
         fill_bitmasks([masked[i][1].state for i in open_rows], bits, rows=open_rows)
         eos = sorted(vocab.eos_ids)
@@ -325,9 +375,19 @@ class GuidedLogitsProcessor(LogitsProcessor):
             elif row.state.is_accepting():  # end with what ends this request in vLLM
                 _clear_bits(bits[i], eos)
                 _set_bits(bits[i], row.end_ids)
-        allowed = bitmask_to_bool(bits, vocab.size, width, logits.device)
-        index = torch.as_tensor([i for i, _ in masked], device=logits.device)
-        logits[index] = logits[index].masked_fill(~allowed, _NEG_INF)
+        return bits
+
+    def _apply_mask(self, logits: torch.Tensor, masked: Sequence[tuple[int, _Row]], bits: np.ndarray) -> None:
+        """Forbidden columns get ``-inf``: in place on a slice when the rows are consecutive
+        (the usual case), else through an index."""
+        width = logits.shape[-1]
+        forbid = ~bitmask_to_bool(bits, self.vocab.size, width, logits.device)
+        first, last = masked[0][0], masked[-1][0]
+        if last - first + 1 == len(masked):
+            logits[first : last + 1].masked_fill_(forbid, _NEG_INF)
+        else:
+            index = torch.as_tensor([i for i, _ in masked], device=logits.device)
+            logits[index] = logits[index].masked_fill(forbid, _NEG_INF)
 
     def _bitmask(self, rows: int, size: int) -> np.ndarray:
         """A zeroed int32 bitmask of ``rows`` rows, reusing one buffer across steps."""
@@ -339,17 +399,33 @@ class GuidedLogitsProcessor(LogitsProcessor):
         out.fill(0)
         return out
 
-    def _awrs_row(self, logits: torch.Tensor, index: int, row: _Row) -> None:
-        """Draw the row's token with AWRS and leave it as the row's only finite logit."""
-        state = row.state
-        result = self.awrs.step(logits[index : index + 1].float(), [_EndingAs(state, row.end_ids)], row.ctx)
-        token, nxt = result.tokens[0], result.states[0]
+    def _awrs_rows(self, logits: torch.Tensor, members: Sequence[tuple[int, _Row]]) -> None:
+        """Draw the tokens of AWRS rows sharing a random stream (a seeded row has its own;
+        unseeded rows with equal sampling share one) in one batched step, and leave each drawn
+        token as its row's only finite logit."""
+        first = members[0][1]
+        ctx = first.ctx if first.ctx is not None else self._shared_context(first.sampling)
+        index = torch.as_tensor([i for i, _ in members], device=logits.device)
+        states = [_EndingAs(row.state, row.end_ids) for _, row in members]
+        result = self.awrs.step(logits[index].float(), states, ctx)
         logits[index] = _NEG_INF
-        if token < 0:  # nothing valid has mass: end here
-            logits[index, row.end_ids] = 0.0
-            return
-        logits[index, token] = 0.0
-        row.pending = (token, nxt.inner if isinstance(nxt, _EndingAs) else nxt)
+        for j, (i, row) in enumerate(members):
+            token, nxt = result.tokens[j], result.states[j]
+            if token < 0:  # nothing valid has mass: end here
+                logits[i, row.end_ids] = 0.0
+                continue
+            logits[i, token] = 0.0
+            row.pending = (token, nxt.inner if isinstance(nxt, _EndingAs) else nxt)
+
+    def _shared_context(self, sampling: Sampling) -> StepContext:
+        """The random stream (fresh entropy) and transition memo of unseeded AWRS rows with
+        ``sampling`` (at most 64 samplings kept; AWRS bounds each memo itself)."""
+        ctx = self._contexts.get(sampling)
+        if ctx is None:
+            if len(self._contexts) >= 64:
+                self._contexts.clear()
+            ctx = self._contexts[sampling] = StepContext.create(self.vocab, sampling)
+        return ctx
 
 
 def _set_bits(row: np.ndarray, tokens: Sequence[int], clear_first: bool = False) -> None:

@@ -175,12 +175,14 @@ def _row_of_probabilities(vocab, named: dict[bytes, float]) -> torch.Tensor:
     return torch.from_numpy(np.log(probs)).float()
 
 
-def _awrs_draws(processor, args: dict, row: torch.Tensor, temperature: float, n: int, batch: int = 100):
-    """``n`` tokens drawn by the processor's AWRS rows (``batch`` requests per step, each seeded)."""
+def _awrs_draws(processor, args: dict, row: torch.Tensor, temperature: float, n: int, batch: int = 100,
+                seeded: bool = True):
+    """``n`` tokens drawn by the processor's AWRS rows (``batch`` requests per step, each seeded
+    (its own random stream), or not (one stream and one batched step for all))."""
     tokens = []
     for start in range(0, n, batch):
         processor.rows.clear()
-        added = [(i, SamplingParams(temperature=temperature, seed=start + i, extra_args=args), [1], [])
+        added = [(i, SamplingParams(temperature=temperature, seed=start + i if seeded else None, extra_args=args), [1], [])
                  for i in range(batch)]
         processor.update_state(BatchUpdate(batch_size=batch, removed=[], added=added, moved=[]))
         out = processor.apply(row.expand(batch, -1).clone())
@@ -191,15 +193,17 @@ def _awrs_draws(processor, args: dict, row: torch.Tensor, temperature: float, n:
 
 
 @pytest.mark.slow
-def test_awrs_rows_draw_from_the_masked_distribution(processor):
+@pytest.mark.parametrize("seeded", [True, False])
+def test_awrs_rows_draw_from_the_masked_distribution(processor, seeded):
     """The processor applies the request's temperature itself, then AWRS's walk: the token's law
-    is p*c/Z (what masking gives), with most of the mass on tokens the constraint rejects."""
+    is p*c/Z (what masking gives), with most of the mass on tokens the constraint rejects; rows
+    with their own seeds and unseeded rows drawn together in one batched step alike."""
     vocab = processor.vocab
     temperature = 0.7
     named = {b"1": 0.15, b"2": 0.05, b"42": 0.03, b"7": 0.02, b"a": 0.30, b" the": 0.20, b"x": 0.15}
     row = _row_of_probabilities(vocab, named)
     args = {"guided_regex": r"[0-9]+", "guided_sampler": "awrs"}
-    tokens = _awrs_draws(processor, args, row, temperature, n=600)
+    tokens = _awrs_draws(processor, args, row, temperature, n=600, seeded=seeded)
     # exact p*c/Z: temperature on the model's row, then the constraint's mask
     start = guided_request(args).constraint(vocab).start(vocab)
     mask = start.allowed_mask()

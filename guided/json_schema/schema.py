@@ -117,7 +117,6 @@ check or continue text written elsewhere, or when the model should choose the or
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -157,20 +156,13 @@ def _load(schema: Any) -> Any:
     return schema
 
 
-@functools.lru_cache(maxsize=None)  # one per draft: validators are immutable, safe to share across threads
-def _metaschema_validator(cls):
-    """The validator of ``cls``'s metaschema, built once (building one resolves the metaschema's
-    registry, a large part of checking a small schema)."""
-    # no format checker: "format": "regex" would be judged by Python's regex dialect
-    return cls(cls.META_SCHEMA)
-
-
 def _check_schema(schema: Any) -> None:
     """Validate against the metaschema of the schema's draft (InvalidSchemaError on failure)."""
     jsonschema = import_jsonschema()
     cls = jsonschema.validators.validator_for(schema if isinstance(schema, dict) else {},
                                               default=jsonschema.Draft202012Validator)
-    validator = _metaschema_validator(cls)
+    # no format checker: "format": "regex" would be judged by Python's regex dialect
+    validator = cls(cls.META_SCHEMA)
     error = jsonschema.exceptions.best_match(validator.iter_errors(schema))
     if error is not None:
         pointer = "#" + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path)

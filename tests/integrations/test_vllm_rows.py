@@ -139,9 +139,11 @@ def _random_update(data, batch: dict[int, dict]) -> BatchUpdate | None:
     return BatchUpdate(batch_size=len(batch), removed=removed, added=added, moved=moved)
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["masks-during-forward", "masks-in-apply"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_rows_follow_adds_removes_moves_swaps_and_preemption(processor, data):
+def test_rows_follow_adds_removes_moves_swaps_and_preemption(processor, overlap, data):
+    processor._overlap = overlap  # GUIDED_VLLM_OVERLAP: masks made in update_state's worker, or in apply
     processor.rows.clear()
     size = processor.vocab.size
     batch: dict[int, dict] = {}  # index -> {"kind", "output"}: what vLLM's persistent batch holds
@@ -240,3 +242,22 @@ def test_a_finished_row_allows_only_its_end_tokens(processor):
     out = processor.apply(torch.zeros(1, vocab.size))
     assert set(np.flatnonzero(torch.isfinite(out[0]).numpy()).tolist()) == set(vocab.eos_ids)
     assert math.isinf(float(out[0, one]))
+
+
+def test_a_token_that_arrives_after_update_state_is_taken_into_account(processor):
+    """Asynchronous scheduling may fill a row's output after ``update_state`` started its masks:
+    ``apply`` then redoes them for the output as it is."""
+    processor._overlap = True
+    processor.rows.clear()
+    vocab = processor.vocab
+    args = {"guided_regex": r"[0-9]{1,3}(-[a-z]{1,2})?"}
+    output: list[int] = []
+    params = SamplingParams(extra_args=args)
+    processor.update_state(BatchUpdate(batch_size=1, removed=[], added=[(0, params, [1], output)], moved=[]))
+    processor.apply(torch.zeros(1, vocab.size))
+    processor.update_state(None)  # the worker makes the masks for the output as it is now
+    output.append(vocab.bytes_to_id[b"12"])  # ... and then the step's token arrives
+    finite = torch.isfinite(processor.apply(torch.zeros(1, vocab.size))[0]).numpy()
+    allowed, _ = _expected_allowed(processor, args, output)
+    assert np.array_equal(finite, allowed)
+    assert not np.array_equal(allowed, _expected_allowed(processor, args, [])[0])

@@ -342,11 +342,11 @@ class GuidedLogitsProcessor(LogitsProcessor):
         ``(masked rows, AWRS rows by random stream, their packed bitmask)``. Runs on a worker
         thread while vLLM's forward pass runs (started by ``update_state``), or in ``apply``."""
         masked: list[tuple[int, _Row]] = []
-        drawn: dict[Any, list[tuple[int, _Row]]] = {}  # AWRS rows by random stream
+        drawn: dict[Sampling, list[tuple[int, _Row]]] = {}  # AWRS rows by sampling
         for index, row in sorted(self.rows.items()):
             row.sync()
             if row.sampling is not None and not row.closed():
-                drawn.setdefault(row.sampling if row.ctx is None else id(row), []).append((index, row))
+                drawn.setdefault(row.sampling, []).append((index, row))
             else:
                 masked.append((index, row))
         return masked, drawn, self._fill_masks(masked) if masked else None
@@ -400,14 +400,14 @@ class GuidedLogitsProcessor(LogitsProcessor):
         return out
 
     def _awrs_rows(self, logits: torch.Tensor, members: Sequence[tuple[int, _Row]]) -> None:
-        """Draw the tokens of AWRS rows sharing a random stream (a seeded row has its own;
-        unseeded rows with equal sampling share one) in one batched step, and leave each drawn
+        """Draw the tokens of AWRS rows with one sampling in one batched step (a seeded row
+        draws from its own random stream, unseeded rows share one), and leave each drawn
         token as its row's only finite logit."""
-        first = members[0][1]
-        ctx = first.ctx if first.ctx is not None else self._shared_context(first.sampling)
+        shared = self._shared_context(members[0][1].sampling)
+        contexts = [row.ctx if row.ctx is not None else shared for _, row in members]
         index = torch.as_tensor([i for i, _ in members], device=logits.device)
         states = [_EndingAs(row.state, row.end_ids) for _, row in members]
-        result = self.awrs.step(logits[index].float(), states, ctx)
+        result = self.awrs.step_each(logits[index].float(), states, contexts)
         logits[index] = _NEG_INF
         for j, (i, row) in enumerate(members):
             token, nxt = result.tokens[j], result.states[j]

@@ -106,11 +106,26 @@ class AWRS(TokenSampler):
 
     # -- the batched step ---------------------------------------------------------------
     def step(self, logits: torch.Tensor, states: Sequence, ctx: StepContext) -> StepResult:
+        return self.step_each(logits, states, [ctx] * logits.shape[0])
+
+    def step_each(self, logits: torch.Tensor, states: Sequence, contexts: Sequence[StepContext]) -> StepResult:
+        """:meth:`step` where row ``r`` draws with ``contexts[r]`` (its own random stream, memo
+        and stats), e.g. requests with their own seeds; the whole-vocabulary work (temperature,
+        top-k/top-p, the top of the order) is done once for all rows, which must share one
+        ``Sampling``.
+
+            >>> AWRS().step_each(logits, [s1, s2], [StepContext.create(vocab, seed=1), StepContext.create(vocab, seed=2)])
+        """
         t0 = time.perf_counter()
         rows, width = logits.shape
-        greedy = ctx.sampling.greedy
+        if len(contexts) != rows:
+            raise ValueError(f"{rows} rows but {len(contexts)} contexts")
+        sampling = contexts[0].sampling
+        if any(c.sampling != sampling for c in contexts):
+            raise ValueError("the rows of one AWRS step must share one Sampling")
+        greedy = sampling.greedy
         # Whole-vocabulary work stays on the device in float32; the host walk works in float64.
-        logprobs = next_token_logprobs(logits, ctx.sampling)
+        logprobs = next_token_logprobs(logits, sampling)
         k = min(self.chunk, width)
         top_lps, top_ids = torch.topk(logprobs, k, dim=-1)
         n_finite = (logprobs > _NEG_INF).sum(dim=-1, keepdim=True)  # tokens with mass
@@ -120,6 +135,7 @@ class AWRS(TokenSampler):
         new_states: list = []
         log_weights = np.zeros(rows, dtype=np.float64)
         for r, state in enumerate(states):
+            ctx = contexts[r]
             row = packed[r]
             chunk = _Chunk(logprobs[r], row[k : 2 * k].astype(np.int64), row[:k], int(row[2 * k]), ctx.generator)
             checks = _RowChecks(state, ctx)
@@ -137,8 +153,11 @@ class AWRS(TokenSampler):
             tokens.append(int(token))
             new_states.append(nxt)
             log_weights[r] = logw
-        ctx.stats.tokens += rows
-        ctx.stats.sampler_seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        for ctx in {id(c): c for c in contexts}.values():
+            mine = sum(c is ctx for c in contexts)
+            ctx.stats.tokens += mine
+            ctx.stats.sampler_seconds += elapsed * mine / rows
         return StepResult(tokens, new_states, log_weights)
 
     # -- walks ----------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from guided.json_schema import regex as rx
-from guided.grammars.bytedfa import ByteDFA, _prune_and_minimise
+from guided.grammars.bytedfa import ByteDFA, RegexTooLargeError, _prune_and_minimise
 from guided.grammars.grammar import Grammar
 from guided.json_schema import JSONSchema, schema_to_lark
 from guided.json_schema.engine_spec import engine_spec, json_string_dfa, plain_dfa
@@ -79,6 +79,16 @@ def languages(draw):
     return n
 
 
+def _reference(regex: str) -> ByteDFA:
+    """The old path's DFA, the oracle; an example whose regex text is too large for it (the
+    intersections' text grows as a product) is not an example of anything."""
+    assume(len(regex) <= 20_000)  # past this the oracle takes minutes, then refuses
+    try:
+        return ByteDFA.from_regex(regex)
+    except RegexTooLargeError:
+        assume(False)
+
+
 @SETTINGS
 @given(n=languages())
 def test_json_string_dfa_equals_the_compiled_regex(n):
@@ -87,7 +97,7 @@ def test_json_string_dfa_equals_the_compiled_regex(n):
     regex = rx.json_string_regex(n)
     direct = materialised(json_string_dfa(n))
     assert every_state_live(direct)
-    assert same_language(direct, ByteDFA.from_regex(regex)), regex
+    assert same_language(direct, _reference(regex)), regex
 
 
 @SETTINGS
@@ -98,7 +108,7 @@ def test_plain_dfa_equals_the_compiled_regex(n):
     regex = rx.plain_regex(n)
     direct = plain_dfa(n).materialise()
     assert every_state_live(direct)
-    assert same_language(direct, ByteDFA.from_regex(regex)), regex
+    assert same_language(direct, _reference(regex)), regex
 
 
 @pytest.mark.parametrize("node", [

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from guided.grammars import Regex
@@ -180,6 +182,36 @@ def test_seeded_steps_are_reproducible(vocab):
     row = make_row(vocab, FLAT, 0.2)
     runs = [draw_many(AWRS(), row, state, vocab, n=200, seed=11)[:2] for _ in range(2)]
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+
+
+@settings(max_examples=15, deadline=None)
+@given(seeds=st.lists(st.integers(0, 2**32), min_size=1, max_size=5), temperature=st.sampled_from([0.0, 0.7, 1.0]),
+       estimator=st.sampled_from(["auto", "recursive", "geometric"]), data=st.data())
+def test_rows_with_their_own_contexts_draw_as_they_would_alone(vocab, seeds, temperature, estimator, data):
+    """``step_each`` (one batched pass, a random stream per row) gives each row exactly what
+    ``step`` gives it alone with the same seed: token, weight and state."""
+    grammar = Regex(r"[0-9]{1,3}|[a-c]+")
+    prefixes = [data.draw(st.sampled_from([b"", b"4", b"12", b"ab"])) for _ in seeds]
+    states = [grammar.start(vocab).advance_bytes(p) for p in prefixes]
+    named = {b"1": 0.2, b"a": 0.2, b"x": 0.3, b"42": 0.1}
+    rows = torch.stack([make_row(vocab, named, 0.2) for _ in seeds])
+    rows += torch.from_numpy(np.random.default_rng(seeds[0]).normal(0, 1, rows.shape)).float()
+    sampling = Sampling(temperature=temperature)
+    sampler = AWRS(estimator=estimator, max_rejects=20)
+    together = sampler.step_each(rows, states, [StepContext.create(vocab, sampling, seed=s) for s in seeds])
+    for r, seed in enumerate(seeds):
+        alone = sampler.step(rows[r : r + 1], [states[r]], StepContext.create(vocab, sampling, seed=seed))
+        assert together.tokens[r] == alone.tokens[0]
+        assert together.log_weights[r] == pytest.approx(alone.log_weights[0], abs=1e-9)
+        assert (together.states[r] is None) == (alone.states[0] is None)
+
+
+def test_rows_of_one_step_must_share_a_sampling(vocab):
+    state = digits(vocab)
+    rows = torch.zeros(2, vocab.size)
+    contexts = [StepContext.create(vocab, Sampling(temperature=t), seed=0) for t in (1.0, 0.5)]
+    with pytest.raises(ValueError, match="share one Sampling"):
+        AWRS().step_each(rows, [state, state], contexts)
 
 
 def test_invalid_arguments():

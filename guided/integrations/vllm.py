@@ -118,7 +118,7 @@ class GuidedRequest:
 
     def constraint(self, vocab: Vocabulary):
         """The constraint compiled for ``vocab`` (content-cached); raises its ``ConstraintError``."""
-        return _CACHE.get(self.spec, vocab)
+        return _CACHE.get(_Checked(self.spec), vocab)
 
 
 def guided_request(extra_args: dict[str, Any] | None) -> GuidedRequest | None:
@@ -159,15 +159,44 @@ def guided_request(extra_args: dict[str, Any] | None) -> GuidedRequest | None:
     return GuidedRequest(spec, sampler)
 
 
-@lru_cache(maxsize=256)
 def _build_error(spec: ConstraintSpec | _ShippedGrammarSpec) -> str | None:
     """Why ``spec`` does not build (its parse error names the place: schema pointer, regex position,
-    grammar line and column), or ``None``. Cached: every request is checked on arrival."""
+    grammar line and column), or ``None``. A shipped grammar always builds: it is not built here."""
+    if isinstance(spec, _ShippedGrammarSpec):
+        return None
+    built = _built(spec)
+    return str(built) if isinstance(built, ValueError) else None
+
+
+@lru_cache(maxsize=64)
+def _built(spec: ConstraintSpec):
+    """``spec`` built, or the error it raised. Every request is checked on arrival; in one
+    process (offline ``LLM``) the engine's cache then takes this very object (:class:`_Checked`)
+    instead of building it again. (``vllm serve`` checks in its API server process: the engine
+    builds its own.)"""
     try:
-        spec.build()
+        return spec.build()
     except ValueError as exc:
-        return str(exc)
-    return None
+        return exc
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A spec the engine's cache builds from what the arrival check built (same ``key``)."""
+
+    spec: ConstraintSpec | _ShippedGrammarSpec
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    def build(self):
+        if isinstance(self.spec, _ShippedGrammarSpec):
+            return self.spec.build()
+        built = _built(self.spec)
+        if isinstance(built, ValueError):
+            raise built
+        return built
 
 
 def _spec(key: str, value: Any, whitespace: str) -> ConstraintSpec:

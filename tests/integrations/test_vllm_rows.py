@@ -261,3 +261,17 @@ def test_a_token_that_arrives_after_update_state_is_taken_into_account(processor
     allowed, _ = _expected_allowed(processor, args, output)
     assert np.array_equal(finite, allowed)
     assert not np.array_equal(allowed, _expected_allowed(processor, args, [])[0])
+
+
+def test_a_schema_is_built_once_for_the_arrival_check_and_the_rows(processor):
+    """In one process (offline ``LLM``) the rows use the constraint the arrival check built; a
+    shipped grammar is not built to be checked (it always builds)."""
+    import guided.integrations.vllm as plugin
+
+    schema = {"type": "object", "properties": {"built_once": {"type": "integer"}}, "required": ["built_once"]}
+    GuidedLogitsProcessor.validate_params(SamplingParams(extra_args={"guided_json": schema}))
+    checked = plugin._built(guided_request({"guided_json": schema}).spec)
+    assert guided_request({"guided_json": schema}).constraint(processor.vocab) is checked
+    before = plugin._built.cache_info().currsize
+    GuidedLogitsProcessor.validate_params(SamplingParams(extra_args={"guided_grammar_name": "arithmetic"}))
+    assert plugin._built.cache_info().currsize == before

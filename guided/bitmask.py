@@ -26,7 +26,8 @@ import numpy as np
 
 from guided._compiled import compiled_kernels
 
-__all__ = ["bitmask_words", "allocate_bitmask", "pack_into", "pack_mask", "unpack_mask", "fill_bitmasks"]
+__all__ = ["bitmask_words", "allocate_bitmask", "pack_into", "pack_mask", "unpack_mask", "set_tokens", "clear_tokens",
+           "fill_bitmasks"]
 
 
 def bitmask_words(size: int) -> int:
@@ -49,6 +50,23 @@ def pack_mask(mask: np.ndarray) -> np.ndarray:
 def unpack_mask(bitmask: np.ndarray, size: int) -> np.ndarray:
     """Inverse of :func:`pack_mask`."""
     return np.unpackbits(bitmask.view(np.uint8), bitorder="little")[:size].astype(bool)
+
+
+def set_tokens(row: np.ndarray, tokens: Sequence[int]) -> None:
+    """Allow ``tokens`` in the packed int32 ``row`` (bit ``t % 32`` of word ``t // 32``).
+
+        >>> set_tokens(out[i], vocab.eos_ids)
+    """
+    words = row.view(np.uint32)
+    for t in tokens:
+        words[t >> 5] |= np.uint32(1 << (t & 31))
+
+
+def clear_tokens(row: np.ndarray, tokens: Sequence[int]) -> None:
+    """Forbid ``tokens`` in the packed int32 ``row``."""
+    words = row.view(np.uint32)
+    for t in tokens:
+        words[t >> 5] &= np.uint32(~(1 << (t & 31)) & 0xFFFFFFFF)
 
 
 def pack_into(mask: np.ndarray, row: np.ndarray) -> None:

@@ -77,7 +77,7 @@ from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from guided.bitmask import allocate_bitmask, bitmask_words, fill_bitmasks
+from guided.bitmask import allocate_bitmask, bitmask_words, clear_tokens, fill_bitmasks, set_tokens
 from guided.constraint import ConstraintState, FinishedState
 from guided.grammars.shipped import SHIPPED_GRAMMARS, load_grammar
 from guided.samplers import AWRS, Sampling, StepContext
@@ -118,7 +118,8 @@ class GuidedRequest:
 
     def constraint(self, vocab: Vocabulary):
         """The constraint compiled for ``vocab`` (content-cached); raises its ``ConstraintError``."""
-        return _CACHE.get(_Checked(self.spec), vocab)
+        spec = self.spec if isinstance(self.spec, _ShippedGrammarSpec) else _Checked(self.spec)
+        return _CACHE.get(spec, vocab)
 
 
 def guided_request(extra_args: dict[str, Any] | None) -> GuidedRequest | None:
@@ -184,15 +185,13 @@ def _built(spec: ConstraintSpec):
 class _Checked:
     """A spec the engine's cache builds from what the arrival check built (same ``key``)."""
 
-    spec: ConstraintSpec | _ShippedGrammarSpec
+    spec: ConstraintSpec
 
     @property
     def key(self) -> str:
         return self.spec.key
 
     def build(self):
-        if isinstance(self.spec, _ShippedGrammarSpec):
-            return self.spec.build()
         built = _built(self.spec)
         if isinstance(built, ValueError):
             raise built
@@ -400,10 +399,11 @@ class GuidedLogitsProcessor(LogitsProcessor):
         eos = sorted(vocab.eos_ids)
         for i, (_, row) in enumerate(masked):
             if row.closed():
-                _set_bits(bits[i], row.end_ids, clear_first=True)
+                bits[i] = 0
+                set_tokens(bits[i], row.end_ids)
             elif row.state.is_accepting():  # end with what ends this request in vLLM
-                _clear_bits(bits[i], eos)
-                _set_bits(bits[i], row.end_ids)
+                clear_tokens(bits[i], eos)
+                set_tokens(bits[i], row.end_ids)
         return bits
 
     def _apply_mask(self, logits: torch.Tensor, masked: Sequence[tuple[int, _Row]], bits: np.ndarray) -> None:
@@ -455,20 +455,6 @@ class GuidedLogitsProcessor(LogitsProcessor):
                 self._contexts.clear()
             ctx = self._contexts[sampling] = StepContext.create(self.vocab, sampling)
         return ctx
-
-
-def _set_bits(row: np.ndarray, tokens: Sequence[int], clear_first: bool = False) -> None:
-    if clear_first:
-        row.fill(0)
-    words = row.view(np.uint32)
-    for t in tokens:
-        words[t >> 5] |= np.uint32(1 << (t & 31))
-
-
-def _clear_bits(row: np.ndarray, tokens: Sequence[int]) -> None:
-    words = row.view(np.uint32)
-    for t in tokens:
-        words[t >> 5] &= np.uint32(~(1 << (t & 31)) & 0xFFFFFFFF)
 
 
 class _EndingAs(ConstraintState):

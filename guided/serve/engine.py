@@ -661,8 +661,8 @@ class DecodeLoop:
 
     def _prefetch_masks(self) -> None:
         """Start the next step's masks for every full-mask group on a worker thread, so they
-        are made while the forward pass runs (a group that a new row joins before the next
-        step recomputes its masks, from the states' caches the prefetch warmed)."""
+        are made while the forward pass runs (rows that join a group before the next step are
+        filled then, on top of the prefetched ones: :meth:`StepContext.masks`)."""
         groups: dict[tuple, list] = {}
         for row in self.rows:
             if self.samplers[row.request.sampler].prefetch_masks:

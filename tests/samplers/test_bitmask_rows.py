@@ -46,3 +46,17 @@ def test_prefetched_masks_are_used_for_a_prefix_and_rows_that_joined_are_added(v
         ctx.prefetch_masks(prefetched)
         assert torch.equal(ctx.masks(states, width, torch.device("cpu")), expected)
         assert ctx.stats.masks_prefetched == reused
+
+
+def test_set_and_clear_tokens_edit_single_bits_of_a_packed_row():
+    from guided.bitmask import clear_tokens, set_tokens, unpack_mask
+
+    rng = np.random.default_rng(3)
+    mask = rng.random(100) < 0.5
+    row = pack_mask(mask)
+    set_tokens(row, [0, 31, 32, 63, 99])
+    clear_tokens(row, [1, 31, 64])
+    expected = mask.copy()
+    expected[[0, 31, 32, 63, 99]] = True
+    expected[[1, 31, 64]] = False
+    np.testing.assert_array_equal(unpack_mask(row, 100), expected)

@@ -79,6 +79,11 @@ class AWRS(TokenSampler):
         estimator: ``"auto"``, ``"recursive"`` or ``"geometric"`` (see the module docstring).
         max_accepts: accepts the geometric estimator waits for (>= 2; more: lower variance).
         chunk: most likely tokens fetched from the device at once.
+        known_masks: in unseeded contexts, rows whose state already holds its mask
+            (``cached_mask``) are drawn exactly from it, with the exact ``Z`` as weight (see
+            :meth:`_known_masks`); False walks them too (same law, a noisier weight, checks
+            answered by look-up).  Seeded contexts always walk: which masks are cached
+            depends on what ran before, and a seed must give the same draws again.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class AWRS(TokenSampler):
         estimator: str = "auto",
         max_accepts: int = 2,
         chunk: int = 32,
+        known_masks: bool = True,
     ):
         if estimator not in ("auto", "recursive", "geometric"):
             raise ValueError(f"estimator must be 'auto', 'recursive' or 'geometric', not {estimator!r}")
@@ -100,6 +106,7 @@ class AWRS(TokenSampler):
         self.estimator = estimator
         self.max_accepts = int(max_accepts)
         self.chunk = int(chunk)
+        self.known_masks = bool(known_masks)
 
     def __repr__(self) -> str:
         return f"AWRS(max_rejects={self.max_rejects}, estimator={self.estimator!r})"
@@ -126,17 +133,24 @@ class AWRS(TokenSampler):
         greedy = sampling.greedy
         # Whole-vocabulary work stays on the device in float32; the host walk works in float64.
         logprobs = next_token_logprobs(logits, sampling)
-        k = min(self.chunk, width)
-        top_lps, top_ids = torch.topk(logprobs, k, dim=-1)
-        n_finite = (logprobs > _NEG_INF).sum(dim=-1, keepdim=True)  # tokens with mass
-        packed = torch.cat([top_lps.double(), top_ids.double(), n_finite.double()], dim=-1).cpu().numpy()
-
-        tokens: list[int] = []
-        new_states: list = []
+        tokens: list[int] = [-1] * rows
+        new_states: list = [None] * rows
         log_weights = np.zeros(rows, dtype=np.float64)
-        for r, state in enumerate(states):
+        done = self._known_masks(logprobs, states, contexts, tokens, new_states, log_weights) if self.known_masks else ()
+        walked = [r for r in range(rows) if r not in done]
+        if walked:  # the top of the order, for the rows that walk only
+            k = min(self.chunk, width)
+            lps = logprobs if len(walked) == rows else logprobs[torch.as_tensor(walked, device=logprobs.device)]
+            top_lps, top_ids = torch.topk(lps, k, dim=-1)
+            if bool((lps.amin(dim=-1) > _NEG_INF).all()):  # tokens with mass: usually every one
+                n_finite = torch.full((len(walked), 1), width, dtype=lps.dtype, device=lps.device)
+            else:
+                n_finite = (lps > _NEG_INF).sum(dim=-1, keepdim=True, dtype=torch.int32)
+            packed = torch.cat([top_lps.double(), top_ids.double(), n_finite.double()], dim=-1).cpu().numpy()
+        for j, r in enumerate(walked):
+            state = states[r]
             ctx = contexts[r]
-            row = packed[r]
+            row = packed[j]
             chunk = _Chunk(logprobs[r], row[k : 2 * k].astype(np.int64), row[:k], int(row[2 * k]), ctx.generator)
             checks = _RowChecks(state, ctx)
             if greedy:
@@ -150,8 +164,8 @@ class AWRS(TokenSampler):
             if nxt is None:
                 ctx.stats.dead += 1
                 token, logw = -1, _NEG_INF
-            tokens.append(int(token))
-            new_states.append(nxt)
+            tokens[r] = int(token)
+            new_states[r] = nxt
             log_weights[r] = logw
         elapsed = time.perf_counter() - t0
         for ctx in {id(c): c for c in contexts}.values():
@@ -159,6 +173,41 @@ class AWRS(TokenSampler):
             ctx.stats.tokens += mine
             ctx.stats.sampler_seconds += elapsed * mine / rows
         return StepResult(tokens, new_states, log_weights)
+
+    def _known_masks(self, logprobs, states, contexts, tokens, new_states, log_weights) -> set:
+        """Rows whose state already holds its mask (``cached_mask``: free) are drawn exactly
+        from ``p * c / Z`` in one batched masked draw per context, with the exact ``Z`` as
+        weight (the zero-variance unbiased estimate): the walk would only repeat, check by
+        look-up, what the mask says.  Rows with ``Z == 0`` are left to the walk (and its
+        truncation fallback).  Returns the rows done."""
+        known: dict[int, tuple] = {}  # id(ctx) -> (ctx, rows, masks)
+        for r, state in enumerate(states):
+            mask = state.cached_mask()
+            if mask is not None and not contexts[r].seeded:
+                ctx = contexts[r]
+                entry = known.setdefault(id(ctx), (ctx, [], []))
+                entry[1].append(r)
+                entry[2].append(mask)
+        done: set = set()
+        width = logprobs.shape[-1]
+        for ctx, rows, masks in known.values():
+            n = min(width, len(masks[0]))
+            mask = torch.zeros((len(rows), width), dtype=torch.bool)
+            mask[:, :n] = torch.from_numpy(np.stack([m[:n] for m in masks]))
+            ctx.stats.lookups += len(rows)
+            index = torch.as_tensor(rows, device=logprobs.device)
+            drawn, log_z = masked_draw(logprobs.index_select(0, index), mask.to(logprobs.device), ctx)
+            drawn, log_z = drawn.tolist(), log_z.double().cpu().numpy()
+            for j, r in enumerate(rows):
+                if drawn[j] < 0:
+                    continue
+                nxt = ctx.advance(states[r], drawn[j])
+                if nxt is None:  # (a mask never allows a dead token: kept for safety)
+                    continue
+                tokens[r], new_states[r] = drawn[j], nxt
+                log_weights[r] = 0.0 if ctx.sampling.greedy else float(log_z[j])
+                done.add(r)
+        return done
 
     # -- walks ----------------------------------------------------------------------------
     def _greedy(self, r, checks, chunk: "_Chunk", logprobs, ctx):

@@ -49,8 +49,9 @@ def exact_target(row: torch.Tensor, state, vocab) -> tuple[np.ndarray, float]:
     return np.where(c, p, 0.0) / z, z
 
 
-def draw_many(sampler, row, state, vocab, n, seed, batch=100):
+def draw_many(sampler, row, state, vocab, n, seed, batch=100, seeded=True):
     ctx = StepContext.create(vocab, Sampling(), seed=seed)
+    ctx.seeded = seeded  # False: behave as an unseeded request's context (still reproducible here)
     tokens, weights = [], []
     for _ in range(n // batch):
         result = sampler.step(row.expand(batch, -1), [state] * batch, ctx)
@@ -122,11 +123,23 @@ def test_awrs_checks_few_tokens_when_the_model_agrees_with_the_constraint(vocab)
 
 def test_a_held_mask_leaves_only_the_accepted_tokens_advance(vocab):
     row = make_row(vocab, FLAT, 0.2)  # most mass on invalid tokens: many rejections
-    plain = draw_many(AWRS(estimator="recursive"), row, digits(vocab), vocab, n=300, seed=4)
-    held = draw_many(AWRS(estimator="recursive"), row, digits(vocab, held=True), vocab, n=300, seed=4)
+    plain = draw_many(AWRS(estimator="recursive", known_masks=False), row, digits(vocab), vocab, n=300, seed=4)
+    held = draw_many(AWRS(estimator="recursive", known_masks=False), row, digits(vocab, held=True), vocab, n=300, seed=4)
     assert np.array_equal(plain[0], held[0]) and np.allclose(plain[1], held[1])  # same walk, same draws
     assert plain[2].checks / plain[2].tokens > 2.0
     assert held[2].checks == held[2].tokens and held[2].lookups > held[2].tokens
+
+
+def test_a_known_mask_is_one_exact_draw_with_the_exact_weight(vocab):
+    row = make_row(vocab, FLAT, 0.2)
+    state = digits(vocab, held=True)
+    target, z = exact_target(row, state, vocab)
+    tokens, weights, stats = draw_many(AWRS(), row, state, vocab, n=800, seed=9, seeded=False)
+    check_exact(tokens, weights, target, z, [vocab.bytes_to_id[str(d).encode()] for d in range(10)])
+    assert np.allclose(weights, z, rtol=1e-4)  # no estimate: the mask's own Z
+    assert stats.checks == stats.tokens  # only the drawn token's advance, no walk
+    walked = draw_many(AWRS(), row, state, vocab, n=200, seed=9)  # a seeded context walks as before
+    assert walked[2].lookups > walked[2].tokens and not np.allclose(walked[1], z, rtol=1e-4)
 
 
 def test_transitions_of_equal_states_are_looked_up_not_recomputed(vocab):

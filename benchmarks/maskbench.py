@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import signal
 import sys
 import time
@@ -193,11 +194,33 @@ def load_rows(paths, stride: int):
     return rows[::stride]
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (MB; Linux /proc, else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
 def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failures: list) -> dict:
+    """Counts, TTFM/TBM percentiles and memory: RSS growth per compiled schema (compile and
+    first mask) and per 1,000 steps (masks of the instances), over the schemas that compiled,
+    plus the process's RSS at the start and end and its peak (each engine runs in its own
+    process under ``--parallel``, so these are the engine's alone)."""
     counts = dict(schemas=0, **{"pass": 0}, compile_error=0, validation_error=0, invalidation_error=0, timeout=0)
     ttfm, tbm = [], []
+    compile_mb, steps_mb = [], []
+    rss_start = rss_mb()
     for row, toks in zip(rows, tokenized):
         counts["schemas"] += 1
+        rss0 = rss_mb()
         signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
         start = time.perf_counter()
@@ -210,6 +233,9 @@ def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failure
                 failures.append((engine.name, row["id"], "compile_error", err[:300]))
                 continue
             ttfm.append(elapsed)
+            rss1 = rss_mb()
+            compile_mb.append(rss1 - rss0)
+            steps_before = len(tbm)
             bad_valid = bad_invalid = False
             for test, tokens in zip(row["tests"], toks):
                 local: list = []
@@ -222,6 +248,9 @@ def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failure
                     bad_valid = True
                     failures.append((engine.name, row["id"], "validation_error", json.dumps(test["data"])[:300]))
             signal.setitimer(signal.ITIMER_REAL, 0)
+            steps = len(tbm) - steps_before
+            if steps:
+                steps_mb.append((rss_mb() - rss1) * 1000 / steps)
         except Timeout:
             counts["timeout"] += 1
             failures.append((engine.name, row["id"], "timeout", ""))
@@ -240,7 +269,15 @@ def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failure
         a = np.asarray(xs) * 1e6
         return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99))}
 
-    return {**counts, "ttfm_us": pct(ttfm), "tbm_us": pct(tbm)}
+    def mb(xs):
+        if not xs:
+            return {"mean": None, "p50": None, "p99": None}
+        a = np.asarray(xs)
+        return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
+
+    memory = {"rss_start_mb": rss_start, "rss_end_mb": rss_mb(), "peak_rss_mb": peak_rss_mb(),
+              "per_compiled_schema_mb": mb(compile_mb), "per_1000_steps_mb": mb(steps_mb)}
+    return {**counts, "ttfm_us": pct(ttfm), "tbm_us": pct(tbm), "memory": memory}
 
 
 def print_table(results: dict) -> None:
@@ -248,7 +285,7 @@ def print_table(results: dict) -> None:
     rows = [("schemas", "schemas"), ("pass", "pass"), ("compile error", "compile_error"),
             ("validation error", "validation_error"), ("invalidation error", "invalidation_error"),
             ("timeout", "timeout")]
-    width = max(14, *(len(n) + 2 for n in names))  # "5279 (93.4%)" and a gap
+    width = max([14, *(len(n) + 2 for n in names)])  # "5279 (93.4%)" and a gap
     print(f"{'':22}" + "".join(f"{n:>{width}}" for n in names))
     for label, key in rows:
         line = f"{label:22}"
@@ -268,6 +305,17 @@ def print_table(results: dict) -> None:
                 v = results[n][metric][p]
                 line += f"{'-' if v is None else f'{v / 1000:.3f}':>{width}}"
             print(line)
+    memory_rows = [("RSS start (MB)", "rss_start_mb", None), ("RSS end (MB)", "rss_end_mb", None),
+                   ("RSS peak (MB)", "peak_rss_mb", None),
+                   ("MB/schema mean", "per_compiled_schema_mb", "mean"), ("MB/schema p99", "per_compiled_schema_mb", "p99"),
+                   ("MB/1000 steps mean", "per_1000_steps_mb", "mean"), ("MB/1000 steps p99", "per_1000_steps_mb", "p99")]
+    for label, key, stat in memory_rows:
+        line = f"{label:22}"
+        for n in names:
+            m = results[n].get("memory", {}).get(key)
+            v = m if stat is None else (m or {}).get(stat)
+            line += f"{'-' if v is None else f'{v:.2f}':>{width}}"
+        print(line)
     if "llguidance" in results and len(results) > 1:
         base = results["llguidance"]
         for n in names:

@@ -38,6 +38,14 @@ expectation; the product of ``1 - q_i`` telescopes away). Geometric: the rest of
 with-replacement stream is simulated exactly from the known ``Z``. Either way the token's
 law and the weight's expectation are unchanged.
 
+Known masks (``known_masks=True``, the default): a row whose state already holds its full
+mask (``cached_mask()``, e.g. a configuration met before in a serving process) is not
+walked: all such rows of a step are drawn in one batched masked draw, exactly from
+``p * c / Z``, with the exact ``Z`` as weight (the zero-variance unbiased estimate). The law
+is the walk's; only the work and the weight's variance go down. Seeded contexts always
+walk, because which masks are cached depends on what ran before and a seed must give the
+same draws again.
+
 A step in which every token with mass is rejected returns a dead row (weight ``-inf``,
 ``Z == 0``); ``generate`` then falls back to the untruncated distribution (see
 :mod:`guided.samplers.base`), SMC lets the particle die.

@@ -14,6 +14,7 @@ rule applies to every engine.  Per engine, a schema counts as
 * ``timeout`` -- compile plus instances took longer than ``--timeout`` seconds,
 * ``validation_error`` -- some valid instance was rejected,
 * ``invalidation_error`` -- some invalid instance was accepted (an unsoundness),
+* ``crash`` -- the engine raised an unexpected error on an instance (a bug; the run goes on),
 * ``pass`` -- every instance was judged right.
 
 ``llguidance`` and ``xgrammar`` are the anchors (PyPI packages used only here); an engine
@@ -214,7 +215,8 @@ def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failure
     first mask) and per 1,000 steps (masks of the instances), over the schemas that compiled,
     plus the process's RSS at the start and end and its peak (each engine runs in its own
     process under ``--parallel``, so these are the engine's alone)."""
-    counts = dict(schemas=0, **{"pass": 0}, compile_error=0, validation_error=0, invalidation_error=0, timeout=0)
+    counts = dict(schemas=0, **{"pass": 0}, compile_error=0, validation_error=0, invalidation_error=0, timeout=0,
+                  crash=0)
     ttfm, tbm = [], []
     compile_mb, steps_mb = [], []
     rss_start = rss_mb()
@@ -255,6 +257,10 @@ def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failure
             counts["timeout"] += 1
             failures.append((engine.name, row["id"], "timeout", ""))
             continue
+        except Exception as exc:  # noqa: BLE001 - an engine's bug fails its schema, not the run
+            counts["crash"] += 1
+            failures.append((engine.name, row["id"], "crash", f"{type(exc).__name__}: {exc}"[:300]))
+            continue
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         counts["validation_error"] += bad_valid
@@ -284,14 +290,14 @@ def print_table(results: dict) -> None:
     names = list(results)
     rows = [("schemas", "schemas"), ("pass", "pass"), ("compile error", "compile_error"),
             ("validation error", "validation_error"), ("invalidation error", "invalidation_error"),
-            ("timeout", "timeout")]
+            ("timeout", "timeout"), ("crash", "crash")]
     width = max([14, *(len(n) + 2 for n in names)])  # "5279 (93.4%)" and a gap
     print(f"{'':22}" + "".join(f"{n:>{width}}" for n in names))
     for label, key in rows:
         line = f"{label:22}"
         for n in names:
             r = results[n]
-            v = r[key]
+            v = r.get(key, 0)
             if key != "schemas" and r["schemas"]:
                 cell = f"{v} ({100 * v / r['schemas']:.1f}%)"
                 line += f"{cell:>{width}}"

@@ -51,7 +51,9 @@ class PropertySet:
         return [k for k, _, _, _ in self.keys] + [v for _, v, _, _ in self.keys] + [x for x, _ in self.extras]
 
     def punctuation(self) -> list[str]:
-        return [COMMA, COLON]
+        """Literal terminals the family's rules use: the separators, and values that are
+        literals (a ``"type": "null"`` property's value is the literal ``null`` itself)."""
+        return [COMMA, COLON] + [s for s in self.symbols() if s.startswith('"')]
 
     def rename(self, resolve: Callable[[str], str]) -> None:
         self.keys = [(resolve(k), resolve(v), r, w) for k, v, r, w in self.keys]

@@ -22,6 +22,8 @@ Regex text uses only the portable subset (classes, ``(?:)``, ``|``, ``*+?``, ``{
 
 from __future__ import annotations
 
+import heapq
+
 import functools
 import unicodedata
 from collections import OrderedDict
@@ -1555,8 +1557,19 @@ class DFA:
                 add(q, F, EMPTY)
         remaining = set(states)
         budget = MAX_ELIMINATION_EDGES
+
+        def cost(x) -> int:  # in x out edges, self-loops aside
+            return (len(pred[x]) - (x in pred[x])) * (len(succ[x]) - (x in succ[x]))
+
+        # cheapest state first, ties to the lowest number: a heap of (cost, state) whose stale
+        # entries are skipped (a state's cost changes only when a neighbour is eliminated), in
+        # place of a scan of every remaining state per elimination (quadratic in the states)
+        heap = [(cost(x), x) for x in states]
+        heapq.heapify(heap)
         while remaining:
-            q = min(remaining, key=lambda x: (len(pred[x]) - (x in pred[x])) * (len(succ[x]) - (x in succ[x])))
+            c, q = heapq.heappop(heap)
+            if q not in remaining or c != cost(q):
+                continue
             remaining.discard(q)
             loop = succ[q].pop(q, None)
             pred[q].pop(q, None)
@@ -1575,6 +1588,9 @@ class DFA:
                 for j, ej in outs:
                     add(i, j, seq(ei, mid, ej), sizes[i, q] + mid_size + sizes[q, j] + 1)
             del succ[q], pred[q]
+            for x in {i for i, _ in ins} | {j for j, _ in outs}:
+                if x in remaining:
+                    heapq.heappush(heap, (cost(x), x))
         node = succ[S].get(F, NOTHING)
         _remember(node, d)
         return node

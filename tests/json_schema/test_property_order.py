@@ -215,3 +215,19 @@ def test_grammar_text_writes_the_order_free_superset(vocab):
         Grammar(JSONSchema(schema, property_order="any").grammar_text)  # valid Lark
     text_grammar = Grammar(JSONSchema(SMALL[0], property_order="any").grammar_text)
     assert accepts(text_grammar, vocab, '{"a": 1, "a": 2}')  # the superset: the sets are not in the text
+
+
+@pytest.mark.parametrize("whitespace", ["bounded", "flexible"])
+def test_values_that_are_literals_have_their_terminals(vocab, whitespace):
+    # a property whose value is only the literal null / true (its rule inlined into the family):
+    # the literal's terminal must exist before the lexer is built, though no static rule uses it
+    # (found by MaskBench on the whole dev split: "symbol 'NULL' is not defined" mid-instance)
+    schema = {"type": "object", "properties": {"a": {"type": "null"}, "b": {"const": True}}, "additionalProperties": False}
+    c = JSONSchema(schema, property_order="any", whitespace=whitespace)
+    state = c.start(vocab)
+    for ch in b'{"b":true,"a":null}':
+        state = state.advance_bytes(bytes([ch]))
+        assert state is not None
+        state.allowed_mask()
+    assert state.is_accepting()
+    assert not accepts(c, vocab, '{"a":true}') and accepts(c, vocab, '{"a":null}')

@@ -58,6 +58,9 @@ class GreedyLexer:
             raise GrammarError("the infilling checker does not support indentation post-lexers")
         if spec.declared:
             raise GrammarError(f"the infilling checker needs a pattern for every terminal; declared: {spec.declared}")
+        if spec.distinct:
+            raise GrammarError("the infilling checker does not support distinct items (JSON Schema uniqueItems "
+                               "over strings): its charts see the context-free rules only")
         self.compiled = compiled
         self.lex = compiled.lexer
         self.ignore = compiled.ignore

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from guided.constraint import Constraint, ConstraintState, FinishedState, pack_into, pack_mask
+from guided.grammars import distinct
 from guided.grammars.earley import Column, ParserTables
 from guided.grammars.engine_lock import ENGINE_LOCK
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, load_lark
@@ -127,7 +128,7 @@ class Grammar(Constraint):
 
     def initial_state(self, compiled: "_VocabTables", vocab) -> "GrammarState":
         p = self.compiled.initial_pstate()
-        return GrammarState(compiled, ((p, p.lex_start, b""),))
+        return GrammarState(compiled, ((p, p.lex_start, distinct.EMPTY_TAIL if self.compiled.distinct else b""),))
 
 
 class _CompiledGrammar:
@@ -169,6 +170,10 @@ class _CompiledGrammar:
         self._lex_starts: dict = {}
         self._initial = None
         self._pstates: dict = {}
+        # terminals whose lexemes may not repeat within a run (guided/grammars/distinct.py)
+        self.distinct = frozenset(tid[n] for n in spec.distinct if n in tid)
+        self.distinct_keep = frozenset(tid[n] for n in spec.distinct_keep if n in tid)
+        self.distinct_starts: dict = {}  # PState -> may its next lexeme be distinct
 
     def pstate(self, col: Column, paren: int, indents: tuple) -> "PState":
         """The (interned) parser state for a column: columns are hash-consed, so equal
@@ -371,7 +376,8 @@ class GrammarState(ConstraintState):
 
     More than one branch only when a lexeme ties between terminals (grammar ambiguity at
     the lexical level).  The tail (bytes of the lexeme after its last newline) is kept only
-    for indentation-sensitive grammars.
+    for indentation-sensitive grammars; in grammars with distinct terminals it is
+    ``(lexeme bytes, values of the run)`` (:mod:`guided.grammars.distinct`).
     """
 
     __slots__ = ("tables", "branches", "vocab", "_mask", "_accepting")
@@ -393,9 +399,11 @@ class GrammarState(ConstraintState):
     # -- bytes ----------------------------------------------------------------------------------
     def advance_bytes(self, data: bytes) -> "GrammarState | None":
         out: list = []
+        g = self.tables.g
+        walk = distinct.walk_bytes if g.distinct else _walk_bytes
         with ENGINE_LOCK:
             for p, q, tail in self.branches:
-                _walk_bytes(self.tables.g, p, q, tail, data, 0, out)
+                walk(g, p, q, tail, data, 0, out)
         if not out:
             return None
         if len(out) > 1:
@@ -430,8 +438,9 @@ class GrammarState(ConstraintState):
     def is_accepting(self) -> bool:
         if self._accepting is None:
             g = self.tables.g
+            accepting = distinct.accepting if g.distinct else _branch_accepting
             with ENGINE_LOCK:
-                self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
+                self._accepting = any(accepting(g, p, q, tail) for p, q, tail in self.branches)
         return self._accepting
 
     def is_live(self) -> bool:
@@ -440,6 +449,8 @@ class GrammarState(ConstraintState):
 
     def _is_live(self) -> bool:
         g = self.tables.g
+        if g.distinct:
+            return any(distinct.live(g, p, q, tail) for p, q, tail in self.branches)
         lex = g.lexer
         for p, q, tail in self.branches:
             if lex.is_start(q):
@@ -468,8 +479,12 @@ class GrammarState(ConstraintState):
             gc.disable()
             try:
                 mask = None
+                tables = self.tables
                 for p, q, tail in self.branches:
-                    m = _branch_mask(self.tables, p, q, tail)
+                    if tables.g.distinct:  # the plain grammar's mask (shared), less repeated values
+                        m = distinct.filter_mask(tables, p, q, tail, _branch_mask(tables, p, q, b""))
+                    else:
+                        m = _branch_mask(tables, p, q, tail)
                     mask = m if mask is None else (mask | m)
             finally:
                 # another thread's mask may have switched the collector off meanwhile: only
@@ -486,7 +501,7 @@ class GrammarState(ConstraintState):
 
     def cached_mask(self) -> np.ndarray | None:
         """The mask when every branch's mask is cached already (no walk), else None."""
-        if self._mask is not None:
+        if self._mask is not None or self.tables.g.distinct:
             return self._mask
         masks = self.tables.masks
         mask = None

@@ -67,6 +67,10 @@ class GrammarSpec:
     start: str
     declared: tuple[str, ...]  # %declare'd terminals (no pattern; produced by a post-lexer)
     lazy: object = field(default=None, compare=False)  # an earley.LazyRules: nonterminals made on demand
+    # terminals whose lexemes may not repeat (as JSON string values) within one run of
+    # lexemes that are them or ``distinct_keep`` terminals (JSON uniqueItems: guided/grammars/distinct.py)
+    distinct: tuple[str, ...] = ()
+    distinct_keep: tuple[str, ...] = ()
 
 
 # Lark's own terminals that use lookbehind / lazy repeats, and DFA equivalents.  Under
@@ -227,6 +231,11 @@ def rename_spec(spec: GrammarSpec, prefix: str) -> tuple[str, list[TerminalSpec]
     """
     if spec.declared:
         raise GrammarError(f"an embedded grammar cannot declare terminals ({', '.join(spec.declared)})")
+    if spec.distinct or spec.lazy is not None:
+        # the sets these remember live beside the rules (distinct items, lazy families): a
+        # renamed copy of the rules alone would accept what the grammar rejects
+        raise GrammarError("an embedded grammar cannot remember sets: JSON Schema uniqueItems and "
+                           "order-free objects are not supported inside another grammar")
     terminal_names = {t.name for t in spec.terminals}
 
     def name(sym: str) -> str:
@@ -288,11 +297,10 @@ def _splice(spec: GrammarSpec, embedded: dict, text: str) -> GrammarSpec:
             raise GrammarError(f"%{keyword} needs its front end: import guided.json_schema first"
                                if keyword == "json" else f"unknown embedding %{keyword}", line, col)
         try:
-            inner = build(value)
+            start, inner_terms, inner_rules, inner_ignore = rename_spec(build(value), f"embed{i}")
         except ConstraintError as exc:
             line, col = _line_col(text, at)
             raise GrammarError(f"%{keyword}: {exc}", line, col) from None
-        start, inner_terms, inner_rules, inner_ignore = rename_spec(inner, f"embed{i}")
         starts[placeholder] = start
         terminals += inner_terms
         rules += inner_rules

@@ -274,7 +274,7 @@ def terminal_dfa(source: tuple) -> ByteDFA:
     text and the regex compiler, whose errors name the terminal's keyword."""
     kind, value = source
     try:
-        if kind == "json":
+        if kind in ("json", "distinct"):
             return json_string_dfa(value)
         if kind == "plain":
             return plain_dfa(value)
@@ -343,4 +343,11 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
             for sym in fam.punctuation():
                 family_symbol_of(sym)
         lazy = SchemaFamilies(grammar.families, family_symbol_of)
-    return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), ignore, "start", (), lazy)
+    distinct: tuple = ()
+    keep: tuple = ()
+    if grammar.distinct:
+        # an array's items are one run of lexemes: items, separators and whitespace between them
+        distinct = tuple(sorted(grammar.distinct))
+        names = {t.name for t in terminals}
+        keep = tuple(n for n in ("COMMA", "WS_COMMA", *ignore) if n in names)
+    return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), ignore, "start", (), lazy, distinct, keep)

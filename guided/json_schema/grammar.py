@@ -104,6 +104,7 @@ class _Builder:
         self.ctx = ctx
         self.property_order = property_order
         self.families: list = []  # PropertySet / UniqueValues, named by index (families.entry_name)
+        self.distinct: set = set()  # terminals whose items must differ within one array (uniqueItems)
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[tuple, str] = {}  # source (see terminal) -> name
         self.origins: dict[str, tuple[str, str]] = {}  # terminal name -> (keyword, JSON pointer)
@@ -378,9 +379,12 @@ class _Builder:
         parts = sh.arr_parts
         P = max((len(ap.prefix) for ap in parts), default=0)
         m, M = sh.min_items, sh.max_items
+        distinct_item = None
         if sh.unique:
             unique = self.unique_alts(sh, P)
-            if unique is not None:
+            if isinstance(unique, str):  # items are distinct strings: the engine compares them
+                distinct_item = unique
+            elif unique is not None:
                 return unique
         values = []
         for i in range(P):
@@ -394,7 +398,7 @@ class _Builder:
                 M = i if M is None else min(M, i)
                 break
             values.append(v)
-        rest = self.rule_for(tuple(ap.rest for ap in parts if ap.rest is not None))
+        rest = distinct_item or self.rule_for(tuple(ap.rest for ap in parts if ap.rest is not None))
         if rest is None:
             M = P if M is None else min(M, P)
         if M is not None and m > M:
@@ -445,12 +449,15 @@ class _Builder:
             values = self.finite_values(subs)
             if values is None:
                 if i < n_prefix or sh.max_items is None or sh.max_items > n_prefix:
+                    distinct = self.distinct_strings(subs) if n_prefix == 0 else None
+                    if distinct is not None:
+                        return distinct
                     if not self.ctx.strict:
                         return None
                     raise UnsupportedSchemaError(
-                        "uniqueItems", sh.unique, "distinct items that are not from a finite set (enum, const, "
-                        "boolean, null) are not supported: the mask would have to compare each item with the "
-                        "earlier ones before it is complete")
+                        "uniqueItems", sh.unique, "distinct items are supported from finite sets (enum, const, "
+                        "boolean, null) and as strings whose every prefix has infinitely many completions "
+                        "(no maxLength, no finite pattern), without prefixItems; not numbers, objects or arrays")
                 values = []  # no item can be there (maxItems)
             indices = set()
             for v, spellings in values:
@@ -465,6 +472,30 @@ class _Builder:
             positions.append(frozenset(indices))
         family = UniqueValues([sp for _, sp in found], positions[:-1], positions[-1], sh.min_items, sh.max_items)
         return self.family_alts(family, _LSQB, _RSQB)
+
+    def distinct_strings(self, subs: tuple) -> str | None:
+        """The terminal of items that are strings compared by the engine (their names join
+        ``distinct``), or None when the items are not plainly strings.
+
+        Exact only where every prefix of an item can still be completed in infinitely many
+        ways: then no prefix is dead for having only earlier items as completions, and the
+        engine needs to check an item only when it is complete (``co_infinite``).
+        """
+        ctx = self.ctx
+        uniq = tuple({id(s.schema): s for s in subs if s.schema is not True}.values())
+        if not uniq or any(s.schema is False for s in uniq):
+            return None
+        shapes = [sh for b in ctx.product([ctx.expand(s) for s in uniq], "allOf", uniq[0].pointer)
+                  for sh in [ctx.merge(b)] if sh is not None]
+        if len(shapes) != 1 or shapes[0].enum is not None or shapes[0].types != {"string"}:
+            return None
+        sh = shapes[0]
+        lang = ctx.string_language(sh)
+        if not rx.co_infinite(lang):
+            return None
+        name = self.terminal(("distinct", lang), ("uniqueItems", sh.pointer))
+        self.distinct.add(name)
+        return name
 
     def finite_values(self, subs: tuple) -> list | None:
         """``(value, spellings)`` for each distinct value satisfying every schema in ``subs``,
@@ -720,7 +751,8 @@ class _Builder:
                     if sym in _BOUNDED:
                         term, regex = _BOUNDED[sym]
                         terminals[term] = ("regex", regex)
-        return SchemaGrammar(start, rules, terminals, whitespace, dict(self.origins), self.families)
+        distinct = frozenset(n for n in self.distinct if n in terminals)
+        return SchemaGrammar(start, rules, terminals, whitespace, dict(self.origins), self.families, distinct)
 
 
 # Punctuation that carries its bounded whitespace: after openers and separators, before closers;
@@ -779,7 +811,7 @@ def _bounded_punctuation(rules: dict, terminals: dict) -> dict:
 def terminal_regex(source: tuple) -> str:
     """Python regex text of a terminal ``source`` (see :meth:`_Builder.terminal`)."""
     kind, value = source
-    if kind == "json":
+    if kind in ("json", "distinct"):
         return rx.json_string_regex(value)
     if kind == "plain":
         return rx.plain_regex(value)
@@ -806,6 +838,9 @@ class SchemaGrammar:
     whitespace: str
     origins: dict
     families: list = field(default_factory=list)
+    # terminals (uniqueItems' string items) whose lexemes must differ within one array: the
+    # engine compares them (GrammarSpec.distinct); the Lark text writes them as plain strings
+    distinct: frozenset = frozenset()
     _text: str | None = None
 
     @property

@@ -1621,6 +1621,34 @@ def dfa_of(n: Node) -> DFA:
     return d
 
 
+def co_infinite(n: Node) -> bool:
+    """True when the language is not empty and every prefix of one of its words has
+    infinitely many completions in it (``[a-z]+``, any string with a ``minLength``; not
+    ``maxLength``, not ``a|b+``).  Too large a language answers False.
+
+    In a minimal DFA whose reachable states all lead to acceptance, a state has infinitely
+    many completions iff it reaches a cycle: so, iff no reachable state is a dead end.
+    """
+    try:
+        d = dfa_of(n)
+    except RegexUnsupported:
+        return False
+    alive = d.live()
+    if not alive[0]:
+        return False
+    seen = {0}
+    stack = [0]
+    while stack:
+        s = stack.pop()
+        nexts = {t for t in d.trans[s] if alive[t]}
+        if not nexts:
+            return False
+        for t in nexts - seen:
+            seen.add(t)
+            stack.append(t)
+    return True
+
+
 def _dfas(*nodes: Node) -> list[DFA]:
     """The DFAs of ``nodes`` over one common partition."""
     dfas = [dfa_of(n) for n in nodes]

@@ -45,12 +45,18 @@ up to draft 7 a ``$ref`` hides its sibling keywords.  ``unevaluatedProperties``/
 ``boolean``, ``null`` and their combinations, enum values that are objects or arrays
 included; equal numbers such as ``1`` and ``1.0`` are one value): the parser state
 carries the set of values written, and an item equal to an earlier one is never allowed.
+It is exact too where the items are strings whose every prefix has infinitely many
+completions (``{"type": "string"}``, ``minLength``, ``format``, patterns such as
+``^[a-z]+$``; not ``maxLength``): the grammar state carries the values of the array's
+items as they end (:mod:`guided.grammars.distinct`; ``"a"`` and ``"\\u0061"`` are one
+value), a token that would end an item equal to an earlier one is masked, and no prefix
+can be dead for lack of new values.
 
 Refused (``UnsupportedSchemaError``, with keyword and JSON pointer): ``uniqueItems: true``
-over items from an infinite set (strings, numbers, objects, arrays) or with ``prefixItems``
-(a mask would have to know, before an item is complete, whether it equals an earlier one:
-the item's value would have to enter the parser state as the lexeme ends),
-``contains``, formats ``regex``/``uri-template``/``idn-email``/``idn-hostname``,
+over other infinite item sets (numbers, objects, arrays, any value, strings with a
+``maxLength`` or a finite pattern) or with ``prefixItems`` over an infinite set (a mask
+would have to know, before an item is complete, whether every completion equals an
+earlier item), ``contains``, formats ``regex``/``uri-template``/``idn-email``/``idn-hostname``,
 ``$dynamicRef`` to dynamic anchors, remote ``$ref``, negations and overlapping ``oneOf``
 branches whose complement is not expressible (``format``, ``multipleOf``,
 ``patternProperties``, ``items``...), patterns with back-references, lookaround, word
@@ -74,8 +80,8 @@ Completeness (valid texts that are *not* accepted, by design):
   properties may come first or after any member.  With ``property_order="any"`` named
   properties come in any order, each at most once (the parser state carries the set
   written; sets are made as a generation reaches them, so 30 properties never mean 2^30
-  states); an unnamed key may still repeat (its language is infinite, as for
-  ``uniqueItems`` over strings);
+  states); an unnamed key may still repeat (its language is infinite; duplicate
+  keys are a matter for the JSON parser, which keeps the last);
 * strings constrained by a pattern, format or length accept printable ASCII raw, the
   short escapes, and ``\\uXXXX`` only for control characters (non-ASCII raw, as
   ``json.dumps(..., ensure_ascii=False)`` writes it); property names and enum strings

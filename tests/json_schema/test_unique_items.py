@@ -1,4 +1,5 @@
-"""``uniqueItems: true`` over items from a finite set (enum, const, boolean, null): exact.
+"""``uniqueItems: true`` over items from a finite set (enum, const, boolean, null), and over
+strings whose every prefix has infinitely many completions: exact.
 
 Acceptance is compared with the ``jsonschema`` validator on generated arrays (duplicates
 included), and masks token by token (Llama-3) with the same grammar where every sequence
@@ -99,13 +100,79 @@ def test_too_few_distinct_values_for_min_items():
         JSONSchema({"type": "array", "items": {"type": "boolean"}, "uniqueItems": True, "minItems": 3})
 
 
-def test_infinite_item_sets_are_refused_with_keyword_and_pointer(vocab):
-    for items in ({"type": "string"}, {"type": "integer"}, {"type": "object"}, True):
+def test_other_infinite_item_sets_are_refused_with_keyword_and_pointer(vocab):
+    refused = ({"type": "string", "maxLength": 3}, {"type": "string", "pattern": "^(a|b+)$"}, {"type": "integer"},
+               {"type": "object"}, True, {"type": ["string", "null"]})
+    for items in refused:
         with pytest.raises(UnsupportedSchemaError) as e:
             JSONSchema({"type": "object", "properties": {"a": {"type": "array", "items": items, "uniqueItems": True}}})
-        assert e.value.keyword == "uniqueItems" and e.value.pointer == "#/properties/a/uniqueItems"
-    relaxed = JSONSchema({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, strict=False)
-    assert accepts(relaxed, vocab, '["a", "a"]')  # documented: not kept distinct when relaxed
+        assert e.value.keyword == "uniqueItems" and e.value.pointer == "#/properties/a/uniqueItems", items
+    relaxed = JSONSchema({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, strict=False)
+    assert accepts(relaxed, vocab, '[1, 1]')  # documented: not kept distinct when relaxed
+
+
+# -- strings: the engine compares each item with the array's earlier ones (grammars/distinct.py) --
+STRINGS = [
+    {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+    {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": "^[a-c]+$"}, "uniqueItems": True,
+     "maxItems": 4},
+    {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+                                      "more": {"type": "array", "items": {"type": "array", "uniqueItems": True,
+                                                                          "items": {"type": "string"}}}}},
+    # a repeated item is still valid through the other branch
+    {"anyOf": [{"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+               {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3}]},
+]
+WORDS = st.sampled_from(["a", "b", "ab", "c", "", "\n", "é"])
+
+
+def _spell(value, data, escapes: bool) -> str:
+    """JSON text of ``value`` with each string's characters in a spelling drawn by hypothesis
+    (as written, or \\uXXXX where ``escapes``: patterned strings take \\u only for control
+    characters, a documented gap)."""
+    if isinstance(value, str):
+        return '"' + "".join(f"\\u{ord(ch):04x}" if escapes and data.draw(st.booleans()) else json.dumps(ch)[1:-1]
+                             for ch in value) + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(_spell(x, data, escapes) for x in value) + "]"
+    return "{" + ",".join(f"{json.dumps(k)}:{_spell(v, data, escapes)}" for k, v in value.items()) + "}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), items=st.lists(WORDS, max_size=5), inner=st.lists(st.lists(WORDS, max_size=3), max_size=2),
+       whitespace=st.sampled_from(["bounded", "flexible", "compact"]))
+def test_string_items_are_accepted_iff_distinct(vocab, data, items, inner, whitespace):
+    values = [items, items, {"tags": items, "more": inner}, items]
+    for schema, value in zip(STRINGS, values):
+        valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+        # "a" and "\u0061" are one value (patterned and enum strings take only plain spellings, a documented gap)
+        text = _spell(value, data, schema is STRINGS[0] or schema is STRINGS[2])
+        c = _compiled(json.dumps(schema), whitespace)
+        assert accepts(c, vocab, text) == valid, (schema, text)
+
+
+@pytest.mark.parametrize("whitespace", ["compact", "bounded"])
+def test_masks_forbid_exactly_the_tokens_that_repeat_an_item(vocab, whitespace):
+    # the mask equals token-by-token advances on every token that can end an item (a quote
+    # in it) and on a sample of the rest, at item starts, inside items and between them
+    c = JSONSchema(STRINGS[0], whitespace=whitespace)
+    quoted = [t for t, b in enumerate(vocab.token_bytes) if b'"' in b or b"\\" in b]
+    sample = quoted + list(range(0, vocab.size, 97))
+    for prefix in ['["x.","x', '["x!","x', '[" ","a","', '["a","b",', '["ab"', '["x\\n","x\\', '["é","\\u00']:
+        state = c.start(vocab).advance_bytes(prefix.encode("utf-8"))
+        mask = state.allowed_mask()
+        wrong = [vocab.token_bytes[t] for t in sample if bool(mask[t]) != (state.advance(t) is not None)]
+        assert not wrong, (prefix, wrong[:5])
+    closing = vocab.bytes_to_id[b'."']
+    assert not c.start(vocab).advance_bytes(b'["x.","x').allowed_mask()[closing]  # would repeat "x."
+    assert c.start(vocab).advance_bytes(b'["x!","x').allowed_mask()[closing]
+
+
+def test_equal_runs_have_equal_cache_keys(vocab):
+    c = JSONSchema(STRINGS[0], whitespace="compact")
+    s = c.start(vocab)
+    assert s.advance_bytes(b'["a","b",').cache_key() == s.advance_bytes(b'["b","a",').cache_key()
+    assert s.advance_bytes(b'["a","b",').cache_key() != s.advance_bytes(b'["a","c",').cache_key()
 
 
 PREFIXED = [
@@ -129,10 +196,10 @@ def test_prefix_items_take_distinct_values(vocab, items):
 _CACHE: dict = {}
 
 
-def _compiled(text: str) -> JSONSchema:
-    if text not in _CACHE:
-        _CACHE[text] = JSONSchema(json.loads(text))
-    return _CACHE[text]
+def _compiled(text: str, whitespace: str = "bounded") -> JSONSchema:
+    if (text, whitespace) not in _CACHE:
+        _CACHE[text, whitespace] = JSONSchema(json.loads(text), whitespace=whitespace)
+    return _CACHE[text, whitespace]
 
 
 def test_grammar_text_writes_the_repetition_free_superset(vocab):

@@ -155,6 +155,20 @@ def filter_mask(tables, p, q: int, tail: tuple, base: np.ndarray) -> np.ndarray:
     the current lexeme is judged by its value, one with several quotes by an exact walk."""
     g = tables.g
     lexeme, seen = tail
+    if seen is None and not lexeme:  # outside a run: depends on (p, q) only, cached beside the masks
+        key = ("distinct", p, q)
+        hit = tables.masks.get(key)
+        if hit is None:
+            hit = tables.masks[key] = _filter(tables, p, q, tail, base)
+            if len(tables.masks) > tables.max_masks:
+                tables.masks.popitem(last=False)
+        return hit
+    return _filter(tables, p, q, tail, base)
+
+
+def _filter(tables, p, q: int, tail: tuple, base: np.ndarray) -> np.ndarray:
+    g = tables.g
+    lexeme, seen = tail
     quotes = _quotes(tables)
     token_bytes = tables.vocab.token_bytes
     cleared: list = []
@@ -183,4 +197,5 @@ def filter_mask(tables, p, q: int, tail: tuple, base: np.ndarray) -> np.ndarray:
         return base
     mask = base.copy()
     mask[cleared] = False
+    mask.flags.writeable = False
     return mask

@@ -36,7 +36,8 @@ from guided.constraint import ConstraintError
 from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, RegexTooLargeError
 from guided.grammars.diagnostics import TerminalPattern, lexer_findings, report
 
-__all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark", "register_embedding", "rename_spec"]
+__all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark", "register_embedding", "rename_spec",
+           "renamed_distinct"]
 
 
 class GrammarError(ConstraintError):
@@ -231,11 +232,11 @@ def rename_spec(spec: GrammarSpec, prefix: str) -> tuple[str, list[TerminalSpec]
     """
     if spec.declared:
         raise GrammarError(f"an embedded grammar cannot declare terminals ({', '.join(spec.declared)})")
-    if spec.distinct or spec.lazy is not None:
-        # the sets these remember live beside the rules (distinct items, lazy families): a
-        # renamed copy of the rules alone would accept what the grammar rejects
-        raise GrammarError("an embedded grammar cannot remember sets: JSON Schema uniqueItems and "
-                           "order-free objects are not supported inside another grammar")
+    if spec.lazy is not None:
+        # lazy families (sets of properties or enum items written) name their states by the
+        # grammar's own symbols: a renamed copy of the rules alone would lose them
+        raise GrammarError("an embedded grammar cannot hold lazy families: JSON Schema uniqueItems over "
+                           "enum values and order-free objects are not supported inside another grammar")
     terminal_names = {t.name for t in spec.terminals}
 
     def name(sym: str) -> str:
@@ -244,6 +245,13 @@ def rename_spec(spec: GrammarSpec, prefix: str) -> tuple[str, list[TerminalSpec]
     terminals = [replace(t, name=name(t.name)) for t in spec.terminals]
     rules = [(name(lhs), tuple(name(s) for s in rhs)) for lhs, rhs in spec.rules]
     return name(spec.start), terminals, rules, [name(n) for n in spec.ignore]
+
+
+def renamed_distinct(spec: GrammarSpec, prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``spec``'s ``distinct`` and ``distinct_keep`` terminals under :func:`rename_spec`'s names
+    (the combined grammar's spec takes them, so distinct items stay distinct when embedded)."""
+    return (tuple(f"{prefix.upper()}_{n}" for n in spec.distinct),
+            tuple(f"{prefix.upper()}_{n}" for n in spec.distinct_keep))
 
 
 def _cut_embeddings(text: str) -> tuple[str, dict[str, tuple[str, Any, int]]]:
@@ -289,6 +297,7 @@ def _line_col(text: str, at: int) -> tuple[int, int]:
 def _splice(spec: GrammarSpec, embedded: dict, text: str) -> GrammarSpec:
     """Replace each embedding's placeholder terminal by the start rule of its grammar."""
     terminals, rules, ignore = list(spec.terminals), list(spec.rules), list(spec.ignore)
+    distinct, keep = list(spec.distinct), list(spec.distinct_keep)
     starts = {}
     for i, (placeholder, (keyword, value, at)) in enumerate(embedded.items()):
         build = _EMBEDDINGS.get(keyword)
@@ -297,16 +306,21 @@ def _splice(spec: GrammarSpec, embedded: dict, text: str) -> GrammarSpec:
             raise GrammarError(f"%{keyword} needs its front end: import guided.json_schema first"
                                if keyword == "json" else f"unknown embedding %{keyword}", line, col)
         try:
-            start, inner_terms, inner_rules, inner_ignore = rename_spec(build(value), f"embed{i}")
+            inner = build(value)
+            start, inner_terms, inner_rules, inner_ignore = rename_spec(inner, f"embed{i}")
         except ConstraintError as exc:
             line, col = _line_col(text, at)
             raise GrammarError(f"%{keyword}: {exc}", line, col) from None
+        inner_distinct, inner_keep = renamed_distinct(inner, f"embed{i}")
+        distinct += inner_distinct
+        keep += inner_keep
         starts[placeholder] = start
         terminals += inner_terms
         rules += inner_rules
         ignore += inner_ignore
     rules = [(lhs, tuple(starts.get(s, s) for s in rhs)) for lhs, rhs in rules]
-    return GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), spec.start, spec.declared)
+    return GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), spec.start, spec.declared, None,
+                       tuple(distinct), tuple(keep))
 
 
 def read_lark_file(path) -> str:

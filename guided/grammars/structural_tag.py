@@ -37,7 +37,7 @@ import numpy as np
 from guided.constraint import Constraint
 from guided.grammars.bytedfa import ByteDFA
 from guided.grammars.grammar import Grammar
-from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec, rename_spec
+from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec, rename_spec, renamed_distinct
 from guided.grammars.regex import Regex
 
 __all__ = ["StructuralTag", "Tag"]
@@ -94,6 +94,8 @@ class StructuralTag(Constraint):
         terminals: list[TerminalSpec] = []
         rules: list[tuple] = []
         ignore: list[str] = []
+        distinct: list[str] = []  # distinct items of the tags' grammars (uniqueItems over strings), renamed
+        keep: list[str] = []
         literals: dict[str, str] = {}
 
         def literal(value: str) -> str:
@@ -116,6 +118,9 @@ class StructuralTag(Constraint):
             except TypeError as exc:
                 raise GrammarError(str(exc)) from None
             start, inner_terms, inner_rules, inner_ignore = rename_spec(inner, f"tag{j}")
+            inner_distinct, inner_keep = renamed_distinct(inner, f"tag{j}")
+            distinct += inner_distinct
+            keep += inner_keep
             terminals += inner_terms
             rules += inner_rules
             ignore += inner_ignore
@@ -148,7 +153,8 @@ class StructuralTag(Constraint):
         names = [t.name for t in terminals]
         if len(set(names)) != len(names):  # pragma: no cover - the prefixes keep names apart
             raise GrammarError("terminal names collide")
-        return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), tuple(ignore), "start", ())
+        return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), tuple(ignore), "start", (), None,
+                           tuple(distinct), tuple(keep))
 
     # -- the constraint ------------------------------------------------------------------------
     def compile(self, vocab):

@@ -175,17 +175,21 @@ class ToolPlan:
 def _either(a: Constraint, b: Constraint) -> Constraint:
     """A grammar whose sentences are ``a``'s or ``b``'s."""
     from guided.grammars import Grammar
-    from guided.grammars.lark_loader import GrammarSpec, rename_spec
+    from guided.grammars.lark_loader import GrammarSpec, rename_spec, renamed_distinct
     from guided.grammars.structural_tag import spec_of
 
-    terminals, rules, ignore = [], [], []
+    terminals, rules, ignore, distinct, keep = [], [], [], [], []
     for i, part in enumerate((a, b)):
-        start, t, r, ig = rename_spec(spec_of(part), f"either{i}")
+        spec = spec_of(part)
+        start, t, r, ig = rename_spec(spec, f"either{i}")
+        d, k = renamed_distinct(spec, f"either{i}")
         terminals += t
         rules += r + [("start", (start,))]
         ignore += ig
-    return Grammar.from_spec(GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), "start", ()),
-                             text="<response format or tool calls>")
+        distinct += d
+        keep += k
+    spec = GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), "start", (), None, tuple(distinct), tuple(keep))
+    return Grammar.from_spec(spec, text="<response format or tool calls>")
 
 
 def _function(tool: Any, i: int) -> Function:

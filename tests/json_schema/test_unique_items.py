@@ -207,3 +207,16 @@ def test_grammar_text_writes_the_repetition_free_superset(vocab):
     text_grammar = Grammar(c.grammar_text)
     assert accepts(text_grammar, vocab, "[true, true]") and not accepts(c, vocab, "[true, true]")
     assert accepts(text_grammar, vocab, "[true, 1]") and accepts(c, vocab, "[true, 1]")
+
+
+def test_distinct_strings_stay_distinct_when_embedded(vocab):
+    from guided import StructuralTag, Tag
+    from guided.grammars.grammar import Grammar
+
+    unique = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+    lark = Grammar('start: "x" %json ' + json.dumps(unique))
+    tags = StructuralTag([Tag("<a>", JSONSchema(unique), "</a>")], triggers=["<a>"])
+    assert accepts(lark, vocab, 'x["a", "b"]') and not accepts(lark, vocab, 'x["a", "a"]')
+    assert accepts(tags, vocab, 'hi <a>["a", "b"]</a>') and not accepts(tags, vocab, 'hi <a>["a", "a"]</a>')
+    with pytest.raises(ValueError, match="lazy families"):  # enum items are a parser family: not embeddable
+        Grammar('start: "x" %json {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true}')

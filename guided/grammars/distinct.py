@@ -65,17 +65,13 @@ def walk_bytes(g, p, q: int, tail: tuple, data: bytes, i: int, out: list) -> Non
     """Read ``data[i:]`` from branch ``(p, q, tail)``; append the surviving branches to ``out``."""
     lexeme, seen = tail
     lex = g.lexer
-    rows = lex.rows
     n = len(data)
     seg = i
     track = _tracks(g, p)
-    while i < n:
-        row = rows[q] or lex.expand(q)
-        nq = row[data[i]]
-        if nq >= 0:
-            q = nq
-            i += 1
-            continue
+    while True:
+        q, i = lex.read(q, data, i)
+        if i >= n:
+            break
         best = lex.best[q]
         if not best:
             return

@@ -557,17 +557,13 @@ def _branch_accepting(g: _CompiledGrammar, p: PState, q: int, tail: bytes) -> bo
 def _walk_bytes(g: _CompiledGrammar, p: PState, q: int, tail: bytes, data: bytes, i: int, out: list) -> None:
     """Read ``data[i:]`` from branch ``(p, q, tail)``; append the surviving branches to ``out``."""
     lex = g.lexer
-    rows = lex.rows
     track = g.indenter is not None
     n = len(data)
     seg_start = i
-    while i < n:
-        row = rows[q] or lex.expand(q)
-        nq = row[data[i]]
-        if nq >= 0:
-            q = nq
-            i += 1
-            continue
+    while True:
+        q, i = lex.read(q, data, i)
+        if i >= n:
+            break
         best = lex.best[q]
         if not best:
             return

@@ -125,6 +125,19 @@ class LexerAutomaton:
     def rows_of(self, q: int) -> list:
         return self.rows[q] or self.expand(q)
 
+    def read(self, q: int, data: bytes, i: int) -> tuple[int, int]:
+        """Read ``data[i:]`` from ``q`` while the lexeme can extend: ``(state, position)`` where
+        it stopped (``position == len(data)``: all read, the lexeme may go on)."""
+        rows = self.rows
+        n = len(data)
+        while i < n:
+            nq = (rows[q] or self.expand(q))[data[i]]
+            if nq < 0:
+                break
+            q = nq
+            i += 1
+        return q, i
+
 
 class WalkResult:
     """Where tokens go when read from one lexer state (a node of the walk tree).

@@ -851,6 +851,8 @@ class SchemaGrammar:
             for name, alts in self.rules.items():
                 lines.append(f"{name}: " + " | ".join(" ".join(_lark_name(s) for s in a) for a in alts))
             lines += family_text(self.families, self.whitespace)
+            lines += [f"// {name}: items pairwise distinct within one array (uniqueItems), kept by the grammar "
+                      f"state, not by this text" for name in sorted(self.distinct)]
             for name, source in self.terminals.items():
                 lines.append(f"{name}: /{_lark_regex(terminal_regex(source))}/")
             if self.whitespace == "flexible":

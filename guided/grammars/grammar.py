@@ -128,7 +128,7 @@ class Grammar(Constraint):
 
     def initial_state(self, compiled: "_VocabTables", vocab) -> "GrammarState":
         p = self.compiled.initial_pstate()
-        return GrammarState(compiled, ((p, p.lex_start, distinct.EMPTY_TAIL if self.compiled.distinct else b""),))
+        return GrammarState(compiled, ((p, p.lex_start, _fresh_tail(self.compiled)),))
 
 
 class _CompiledGrammar:
@@ -173,7 +173,6 @@ class _CompiledGrammar:
         # terminals whose lexemes may not repeat within a run (guided/grammars/distinct.py)
         self.distinct = frozenset(tid[n] for n in spec.distinct if n in tid)
         self.distinct_keep = frozenset(tid[n] for n in spec.distinct_keep if n in tid)
-        self.distinct_starts: dict = {}  # PState -> may its next lexeme be distinct
 
     def pstate(self, col: Column, paren: int, indents: tuple) -> "PState":
         """The (interned) parser state for a column: columns are hash-consed, so equal
@@ -325,6 +324,19 @@ class _VocabTables:
         self.special_ids = vocab.special_ids
         self.trie = _trie_of(vocab)
 
+    def cached(self, key):
+        """The mask cached under ``key`` (marked recently used), or None."""
+        hit = self.masks.get(key)
+        if hit is not None:
+            self.masks.move_to_end(key)
+        return hit
+
+    def remember(self, key, mask: np.ndarray) -> None:
+        """Cache ``mask`` under ``key``; the least recently used past ``max_masks`` goes."""
+        self.masks[key] = mask
+        if len(self.masks) > self.max_masks:
+            self.masks.popitem(last=False)
+
     def top_walk(self, q: int) -> WalkResult:
         hit = self.top.get(q)
         if hit is None:
@@ -400,10 +412,9 @@ class GrammarState(ConstraintState):
     def advance_bytes(self, data: bytes) -> "GrammarState | None":
         out: list = []
         g = self.tables.g
-        walk = distinct.walk_bytes if g.distinct else _walk_bytes
         with ENGINE_LOCK:
             for p, q, tail in self.branches:
-                walk(g, p, q, tail, data, 0, out)
+                _walk_bytes(g, p, q, tail, data, 0, out)
         if not out:
             return None
         if len(out) > 1:
@@ -438,9 +449,8 @@ class GrammarState(ConstraintState):
     def is_accepting(self) -> bool:
         if self._accepting is None:
             g = self.tables.g
-            accepting = distinct.accepting if g.distinct else _branch_accepting
             with ENGINE_LOCK:
-                self._accepting = any(accepting(g, p, q, tail) for p, q, tail in self.branches)
+                self._accepting = any(_branch_accepting(g, p, q, tail) for p, q, tail in self.branches)
         return self._accepting
 
     def is_live(self) -> bool:
@@ -449,19 +459,8 @@ class GrammarState(ConstraintState):
 
     def _is_live(self) -> bool:
         g = self.tables.g
-        if g.distinct:
-            return any(distinct.live(g, p, q, tail) for p, q, tail in self.branches)
-        lex = g.lexer
-        for p, q, tail in self.branches:
-            if lex.is_start(q):
-                if p.can_continue():
-                    return True
-                continue
-            lex.rows_of(q)
-            if lex.can_extend[q]:
-                return True
-            best = lex.best[q]
-            if best and any(p2.can_continue() for p2 in p.feed(best, _branch_indent(g, p, best, tail))):
+        for p, q, tail in self.branches:  # (a loop, not any(): this runs after every token)
+            if _branch_live(g, p, q, tail):
                 return True
         return False
 
@@ -482,7 +481,7 @@ class GrammarState(ConstraintState):
                 tables = self.tables
                 for p, q, tail in self.branches:
                     if tables.g.distinct:  # the plain grammar's mask (shared), less repeated values
-                        m = distinct.filter_mask(tables, p, q, tail, _branch_mask(tables, p, q, b""))
+                        m = distinct.filter_mask(tables, p, q, tail, _branch_mask(tables, p, q, b""), _token_survives)
                     else:
                         m = _branch_mask(tables, p, q, tail)
                     mask = m if mask is None else (mask | m)
@@ -520,16 +519,12 @@ class GrammarState(ConstraintState):
             # the copy with EOS is cached beside the branch masks (under the same bound):
             # an accepting configuration met again costs no 128 KB copy
             key = ("eos", self.branches)
-            with_eos = tables.masks.get(key)
+            with_eos = tables.cached(key)
             if with_eos is None:
                 with_eos = mask.copy()
                 with_eos[tables.eos_list] = True
                 with_eos.flags.writeable = False
-                tables.masks[key] = with_eos
-                if len(tables.masks) > tables.max_masks:
-                    tables.masks.popitem(last=False)
-            else:
-                tables.masks.move_to_end(key)
+                tables.remember(key, with_eos)
             mask = with_eos
         mask.flags.writeable = False
         self._mask = mask
@@ -542,24 +537,53 @@ class GrammarState(ConstraintState):
         pack_into(self.allowed_mask(), row)  # packing runs without the GIL or the engine lock
 
 
-def _branch_indent(g: _CompiledGrammar, p: PState, best: tuple, tail: bytes) -> int:
-    return _indent_of(tail, g.tab_len) if p.indent_sensitive(best) else 0
+def _fresh_tail(g: _CompiledGrammar):
+    """A branch's tail at a lexeme start."""
+    return distinct.EMPTY_TAIL if g.distinct else b""
 
 
-def _branch_accepting(g: _CompiledGrammar, p: PState, q: int, tail: bytes) -> bool:
+def _grown_tail(g: _CompiledGrammar, p: PState, tail, read: bytes):
+    """A branch's tail after ``read`` more bytes of its lexeme: the lexeme after its last
+    newline (indenter), ``(lexeme, run values)`` (distinct terminals), else nothing kept."""
+    if g.distinct:
+        return distinct.grown_tail(g, p, tail, read)
+    return _cut_tail(tail + read) if g.indenter is not None else tail
+
+
+def _lexeme_end(g: _CompiledGrammar, p: PState, best: tuple, tail) -> list:
+    """``(parser state, fresh tail)`` for each way the lexeme that ``tail`` has read so far
+    ends as one of ``best`` (empty: the parser takes none of them)."""
+    if g.distinct:
+        return distinct.lexeme_end(g, p, best, tail)
+    indent = _indent_of(tail, g.tab_len) if p.indent_sensitive(best) else 0
+    return [(p2, b"") for p2 in p.feed(best, indent)]
+
+
+def _branch_accepting(g: _CompiledGrammar, p: PState, q: int, tail) -> bool:
     lex = g.lexer
     if lex.is_start(q):
         return p.eof_ok()
     best = lex.best[q]
-    return bool(best) and any(p2.eof_ok() for p2 in p.feed(best, _branch_indent(g, p, best, tail)))
+    return bool(best) and any(p2.eof_ok() for p2, _ in _lexeme_end(g, p, best, tail))
 
 
-def _walk_bytes(g: _CompiledGrammar, p: PState, q: int, tail: bytes, data: bytes, i: int, out: list) -> None:
+def _branch_live(g: _CompiledGrammar, p: PState, q: int, tail) -> bool:
+    lex = g.lexer
+    if lex.is_start(q):
+        return p.can_continue()
+    lex.rows_of(q)
+    if lex.can_extend[q]:  # (lexer states are pruned to live ones; distinct items: see distinct.py)
+        return True
+    best = lex.best[q]
+    return bool(best) and any(p2.can_continue() for p2, _ in _lexeme_end(g, p, best, tail))
+
+
+def _walk_bytes(g: _CompiledGrammar, p: PState, q: int, tail, data: bytes, i: int, out: list) -> None:
     """Read ``data[i:]`` from branch ``(p, q, tail)``; append the surviving branches to ``out``."""
     lex = g.lexer
-    track = g.indenter is not None
     n = len(data)
     seg_start = i
+    plain = not g.distinct and g.indenter is None  # (the common case keeps no tail: no calls for it)
     while True:
         q, i = lex.read(q, data, i)
         if i >= n:
@@ -567,31 +591,30 @@ def _walk_bytes(g: _CompiledGrammar, p: PState, q: int, tail: bytes, data: bytes
         best = lex.best[q]
         if not best:
             return
-        indent = 0
-        if track:
-            tail = _cut_tail(tail + data[seg_start:i])
-            if p.indent_sensitive(best):
-                indent = _indent_of(tail, g.tab_len)
-        nexts = p.feed(best, indent)
+        # (parser state, tail) pairs, except in the common case: parser states, the tail kept
+        nexts = p.feed(best, 0) if plain else _lexeme_end(g, p, best, _grown_tail(g, p, tail, data[seg_start:i]))
         if not nexts:
             return
-        for p2 in nexts[1:]:
-            _walk_bytes(g, p2, p2.lex_start, b"", data, i, out)
-        p = nexts[0]
+        for nxt in nexts[1:]:
+            p2, tail2 = (nxt, tail) if plain else nxt
+            _walk_bytes(g, p2, p2.lex_start, tail2, data, i, out)
+        p, tail = (nexts[0], tail) if plain else nexts[0]
         q = p.lex_start
-        tail = b""
         seg_start = i
-    if track:
-        tail = _cut_tail(tail + data[seg_start:])
-    out.append((p, q, tail))
+    out.append((p, q, tail if plain else _grown_tail(g, p, tail, data[seg_start:])))
+
+
+def _token_survives(g: _CompiledGrammar, p: PState, q: int, tail, data: bytes) -> bool:
+    """Can the output go on after ``data`` from branch ``(p, q, tail)`` (an exact advance)?"""
+    out: list = []
+    _walk_bytes(g, p, q, tail, data, 0, out)
+    return any(_branch_live(g, *b) for b in out)
 
 
 def _branch_mask(tables: _VocabTables, p: PState, q: int, tail: bytes) -> np.ndarray:
     key = (p, q, tail)
-    masks = tables.masks
-    hit = masks.get(key)
+    hit = tables.cached(key)
     if hit is not None:
-        masks.move_to_end(key)
         return hit
     g = tables.g
     top = tables.top_walk(q)
@@ -602,9 +625,7 @@ def _branch_mask(tables: _VocabTables, p: PState, q: int, tail: bytes) -> np.nda
         tail_indent = _indent_of(tail, g.tab_len) if g.indenter is not None else 0
         _apply_groups(tables, top, p, tail_indent, True, mask)
         mask.flags.writeable = False
-    masks[key] = mask
-    if len(masks) > tables.max_masks:
-        masks.popitem(last=False)
+    tables.remember(key, mask)
     return mask
 
 
@@ -646,7 +667,7 @@ def _apply_groups(tables: _VocabTables, node: WalkResult, p: PState, tail_indent
                 data = token_bytes[t]
                 for p2 in nexts:
                     out: list = []
-                    _walk_bytes(g, p2, p2.lex_start, b"", data, k, out)
+                    _walk_bytes(g, p2, p2.lex_start, _fresh_tail(g), data, k, out)
                     if out:
                         mask[t] = True
                         break

@@ -28,7 +28,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from guided.grammars.bytedfa import ByteDFA, EmptyLanguageError, RegexError, Reg
 from guided.grammars.diagnostics import TerminalPattern, lexer_findings, report
 
 __all__ = ["GrammarError", "TerminalSpec", "GrammarSpec", "load_lark", "register_embedding", "rename_spec",
-           "renamed_distinct"]
+           "RenamedSpec"]
 
 
 class GrammarError(ConstraintError):
@@ -222,12 +222,23 @@ def register_embedding(keyword: str, build: Callable[[Any], GrammarSpec]) -> Non
     _EMBEDDINGS[keyword] = build
 
 
-def rename_spec(spec: GrammarSpec, prefix: str) -> tuple[str, list[TerminalSpec], list[tuple], list[str]]:
-    """``spec`` with every rule and terminal renamed under ``prefix`` (so several grammars share
-    one rule set): ``(start symbol, terminals, rules, ignored terminal names)``.
+class RenamedSpec(NamedTuple):
+    """A grammar's parts under new names, for a combined grammar (:func:`rename_spec`)."""
 
-        >>> start, terminals, rules, ignore = rename_spec(load_lark('start: "a"+'), "x0")
-        >>> start
+    start: str
+    terminals: list
+    rules: list
+    ignore: list
+    distinct: list  # the combined spec takes these too, so distinct items stay distinct
+    distinct_keep: list
+
+
+def rename_spec(spec: GrammarSpec, prefix: str) -> RenamedSpec:
+    """``spec`` with every rule and terminal renamed under ``prefix`` (so several grammars share
+    one rule set).
+
+        >>> renamed = rename_spec(load_lark('start: "a"+'), "x0")
+        >>> renamed.start
         'x0_start'
     """
     if spec.declared:
@@ -244,14 +255,8 @@ def rename_spec(spec: GrammarSpec, prefix: str) -> tuple[str, list[TerminalSpec]
 
     terminals = [replace(t, name=name(t.name)) for t in spec.terminals]
     rules = [(name(lhs), tuple(name(s) for s in rhs)) for lhs, rhs in spec.rules]
-    return name(spec.start), terminals, rules, [name(n) for n in spec.ignore]
-
-
-def renamed_distinct(spec: GrammarSpec, prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``spec``'s ``distinct`` and ``distinct_keep`` terminals under :func:`rename_spec`'s names
-    (the combined grammar's spec takes them, so distinct items stay distinct when embedded)."""
-    return (tuple(f"{prefix.upper()}_{n}" for n in spec.distinct),
-            tuple(f"{prefix.upper()}_{n}" for n in spec.distinct_keep))
+    return RenamedSpec(name(spec.start), terminals, rules, [name(n) for n in spec.ignore],
+                       [name(n) for n in spec.distinct], [name(n) for n in spec.distinct_keep])
 
 
 def _cut_embeddings(text: str) -> tuple[str, dict[str, tuple[str, Any, int]]]:
@@ -306,18 +311,16 @@ def _splice(spec: GrammarSpec, embedded: dict, text: str) -> GrammarSpec:
             raise GrammarError(f"%{keyword} needs its front end: import guided.json_schema first"
                                if keyword == "json" else f"unknown embedding %{keyword}", line, col)
         try:
-            inner = build(value)
-            start, inner_terms, inner_rules, inner_ignore = rename_spec(inner, f"embed{i}")
+            inner = rename_spec(build(value), f"embed{i}")
         except ConstraintError as exc:
             line, col = _line_col(text, at)
             raise GrammarError(f"%{keyword}: {exc}", line, col) from None
-        inner_distinct, inner_keep = renamed_distinct(inner, f"embed{i}")
-        distinct += inner_distinct
-        keep += inner_keep
-        starts[placeholder] = start
-        terminals += inner_terms
-        rules += inner_rules
-        ignore += inner_ignore
+        starts[placeholder] = inner.start
+        terminals += inner.terminals
+        rules += inner.rules
+        ignore += inner.ignore
+        distinct += inner.distinct
+        keep += inner.distinct_keep
     rules = [(lhs, tuple(starts.get(s, s) for s in rhs)) for lhs, rhs in rules]
     return GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), spec.start, spec.declared, None,
                        tuple(distinct), tuple(keep))

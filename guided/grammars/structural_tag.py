@@ -37,7 +37,7 @@ import numpy as np
 from guided.constraint import Constraint
 from guided.grammars.bytedfa import ByteDFA
 from guided.grammars.grammar import Grammar
-from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec, rename_spec, renamed_distinct
+from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec, rename_spec
 from guided.grammars.regex import Regex
 
 __all__ = ["StructuralTag", "Tag"]
@@ -117,19 +117,18 @@ class StructuralTag(Constraint):
                 inner = spec_of(tag.constraint)
             except TypeError as exc:
                 raise GrammarError(str(exc)) from None
-            start, inner_terms, inner_rules, inner_ignore = rename_spec(inner, f"tag{j}")
-            inner_distinct, inner_keep = renamed_distinct(inner, f"tag{j}")
-            distinct += inner_distinct
-            keep += inner_keep
-            terminals += inner_terms
-            rules += inner_rules
-            ignore += inner_ignore
+            renamed = rename_spec(inner, f"tag{j}")
+            terminals += renamed.terminals
+            rules += renamed.rules
+            ignore += renamed.ignore
+            distinct += renamed.distinct
+            keep += renamed.distinct_keep
             if self.text:
                 trig = self._trigger_of(tag)
                 body = [trigger_names[trig]] + ([literal(tag.begin[len(trig):])] if len(tag.begin) > len(trig) else [])
             else:
                 body = [literal(tag.begin)]
-            body.append(start)
+            body.append(renamed.start)
             if tag.end:
                 body.append(literal(tag.end))
             rules.append(("tag", tuple(body)))

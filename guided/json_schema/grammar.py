@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from typing import Iterator
 
 from guided.json_schema import regex as rx
 from guided.grammars.earley import derivable
@@ -104,7 +105,6 @@ class _Builder:
         self.ctx = ctx
         self.property_order = property_order
         self.families: list = []  # PropertySet / UniqueValues, named by index (families.entry_name)
-        self.distinct: set = set()  # terminals whose items must differ within one array (uniqueItems)
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[tuple, str] = {}  # source (see terminal) -> name
         self.origins: dict[str, tuple[str, str]] = {}  # terminal name -> (keyword, JSON pointer)
@@ -481,36 +481,39 @@ class _Builder:
         ways: then no prefix is dead for having only earlier items as completions, and the
         engine needs to check an item only when it is complete (``co_infinite``).
         """
-        ctx = self.ctx
-        uniq = tuple({id(s.schema): s for s in subs if s.schema is not True}.values())
-        if not uniq or any(s.schema is False for s in uniq):
-            return None
-        shapes = [sh for b in ctx.product([ctx.expand(s) for s in uniq], "allOf", uniq[0].pointer)
-                  for sh in [ctx.merge(b)] if sh is not None]
+        item = self.item_shapes(subs)
+        shapes = [] if item is None else list(item[1])
         if len(shapes) != 1 or shapes[0].enum is not None or shapes[0].types != {"string"}:
             return None
         sh = shapes[0]
-        lang = ctx.string_language(sh)
+        lang = self.ctx.string_language(sh)
         if not rx.co_infinite(lang):
             return None
-        name = self.terminal(("distinct", lang), ("uniqueItems", sh.pointer))
-        self.distinct.add(name)
-        return name
+        return self.terminal(("distinct", lang), ("uniqueItems", sh.pointer))
+
+    def item_shapes(self, subs: tuple) -> tuple[tuple, Iterator] | None:
+        """``(the distinct schemas of subs, the merged shapes of their branches)`` for an item
+        satisfying every schema in ``subs`` (shapes merged as they are iterated; none when
+        no value can), or None when nothing constrains the item."""
+        ctx = self.ctx
+        uniq = tuple({id(s.schema): s for s in subs if s.schema is not True}.values())
+        if any(s.schema is False for s in uniq):
+            return uniq, iter(())
+        if not uniq:
+            return None
+        return uniq, (sh for b in ctx.product([ctx.expand(s) for s in uniq], "allOf", uniq[0].pointer)
+                      for sh in [ctx.merge(b)] if sh is not None)
 
     def finite_values(self, subs: tuple) -> list | None:
         """``(value, spellings)`` for each distinct value satisfying every schema in ``subs``,
         when those values are finitely many; else None."""
         ctx = self.ctx
-        uniq = tuple({id(s.schema): s for s in subs if s.schema is not True}.values())
-        if any(s.schema is False for s in uniq):
-            return []
-        if not uniq:
+        item = self.item_shapes(subs)
+        if item is None:
             return None
+        uniq, shapes = item
         found: list = []  # [(value, [spellings])]
-        for b in ctx.product([ctx.expand(s) for s in uniq], "allOf", uniq[0].pointer):
-            sh = ctx.merge(b)
-            if sh is None:
-                continue
+        for sh in shapes:
             if sh.enum is None:
                 if not sh.types <= {"null", "boolean"}:
                     return None
@@ -751,7 +754,7 @@ class _Builder:
                     if sym in _BOUNDED:
                         term, regex = _BOUNDED[sym]
                         terminals[term] = ("regex", regex)
-        distinct = frozenset(n for n in self.distinct if n in terminals)
+        distinct = frozenset(n for n, source in terminals.items() if source[0] == "distinct")
         return SchemaGrammar(start, rules, terminals, whitespace, dict(self.origins), self.families, distinct)
 
 

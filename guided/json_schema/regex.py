@@ -22,9 +22,8 @@ Regex text uses only the portable subset (classes, ``(?:)``, ``|``, ``*+?``, ``{
 
 from __future__ import annotations
 
-import heapq
-
 import functools
+import heapq
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass

@@ -175,19 +175,17 @@ class ToolPlan:
 def _either(a: Constraint, b: Constraint) -> Constraint:
     """A grammar whose sentences are ``a``'s or ``b``'s."""
     from guided.grammars import Grammar
-    from guided.grammars.lark_loader import GrammarSpec, rename_spec, renamed_distinct
+    from guided.grammars.lark_loader import GrammarSpec, rename_spec
     from guided.grammars.structural_tag import spec_of
 
     terminals, rules, ignore, distinct, keep = [], [], [], [], []
     for i, part in enumerate((a, b)):
-        spec = spec_of(part)
-        start, t, r, ig = rename_spec(spec, f"either{i}")
-        d, k = renamed_distinct(spec, f"either{i}")
-        terminals += t
-        rules += r + [("start", (start,))]
-        ignore += ig
-        distinct += d
-        keep += k
+        renamed = rename_spec(spec_of(part), f"either{i}")
+        terminals += renamed.terminals
+        rules += renamed.rules + [("start", (renamed.start,))]
+        ignore += renamed.ignore
+        distinct += renamed.distinct
+        keep += renamed.distinct_keep
     spec = GrammarSpec(tuple(terminals), tuple(rules), tuple(ignore), "start", (), None, tuple(distinct), tuple(keep))
     return Grammar.from_spec(spec, text="<response format or tool calls>")
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Hashable
 
 from guided.json_schema import regex as rx
 from guided.grammars.bytedfa import ByteDFA, RegexError, _clip
-from guided.json_schema.families import SchemaFamilies
+from guided.json_schema.families import COMMA, SchemaFamilies
 from guided.json_schema.grammar import WHITESPACE, family_symbol, terminal_regex
 from guided.json_schema.ir import UnsupportedSchemaError
 from guided.grammars.lark_loader import GrammarError, GrammarSpec, TerminalSpec
@@ -349,5 +349,6 @@ def engine_spec(grammar: "SchemaGrammar") -> GrammarSpec:
         # an array's items are one run of lexemes: items, separators and whitespace between them
         distinct = tuple(sorted(grammar.distinct))
         names = {t.name for t in terminals}
-        keep = tuple(n for n in ("COMMA", "WS_COMMA", *ignore) if n in names)
+        commas = (_PUNCTUATION[","], family_symbol(COMMA, "bounded"))  # the comma's names in every whitespace mode
+        keep = tuple(n for n in (*commas, *ignore) if n in names)
     return GrammarSpec(tuple(terminals), tuple(dict.fromkeys(rules)), ignore, "start", (), lazy, distinct, keep)

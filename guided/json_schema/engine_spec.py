@@ -80,6 +80,68 @@ class _ExplicitDFA:
         return _merged([(lo, hi, t) for a, t in enumerate(self.d.trans[s]) if live[t] for lo, hi in atoms[a].ranges])
 
 
+class _CountedDFA:
+    """Code-point source of a kept length limit (``rx.Counted``) over the inner language's
+    minimal DFA: a state is ``(q, c)``, DFA state and characters read.
+
+    ``(q, c)`` is live when some completion of ``q`` has a length in ``[lo - c, hi - c]``;
+    the completion lengths of every ``q`` are bit sets computed once.  Table look-ups per
+    state, where regex derivatives of the limited pattern cost a tree walk per character.
+    """
+
+    MAX_WORK = 300_000  # DFA states x limit: past this the bit sets cost more than derivatives save
+
+    def __init__(self, n: "rx.Counted"):
+        d = rx.dfa_of(n.node)
+        if len(d.trans) * (n.hi + 1) > self.MAX_WORK:
+            raise rx.RegexUnsupported("a length limit on too large an automaton")
+        self.d, self.lo, self.hi = d, n.lo, n.hi
+        self.comp = _completion_lengths(d, n.hi)
+        self._segs: dict = {}  # q -> [(lo, hi, target)] over targets that can still accept
+        self.start = (0, 0)
+        if not self._live(0, 0):
+            raise rx.RegexUnsupported("the language is empty")
+
+    def _live(self, q: int, c: int) -> bool:
+        window = self.comp[q] & ((1 << (self.hi - c + 1)) - 1)  # lengths <= hi - c
+        return bool(window >> max(self.lo - c, 0))
+
+    def accepting(self, key: tuple) -> bool:
+        q, c = key
+        return self.d.accept[q] and self.lo <= c <= self.hi
+
+    def segments(self, key: tuple) -> list:
+        q, c = key
+        if c >= self.hi:
+            return []
+        segs = self._segs.get(q)
+        if segs is None:
+            atoms = self.d.part.atoms
+            segs = self._segs[q] = _merged([(lo, hi, t) for a, t in enumerate(self.d.trans[q]) if self.comp[t]
+                                            for lo, hi in atoms[a].ranges])
+        return [(lo, hi, (t, c + 1)) for lo, hi, t in segs if self._live(t, c + 1)]
+
+
+def _completion_lengths(d: "rx.DFA", limit: int) -> list:
+    """Per DFA state, the lengths (up to ``limit``) of the words that lead it to acceptance."""
+    full = (1 << (limit + 1)) - 1
+    succ = [sorted(set(row)) for row in d.trans]
+    comp = [1 if acc else 0 for acc in d.accept]
+    for _ in range(limit):  # round r settles every length <= r
+        new = [(comp[q] | ((_or_of(comp, succ[q]) << 1) & full)) for q in range(len(comp))]
+        if new == comp:
+            break
+        comp = new
+    return comp
+
+
+def _or_of(bits: list, idx: list) -> int:
+    out = 0
+    for i in idx:
+        out |= bits[i]
+    return out
+
+
 class _Derivatives:
     """Code-point source whose states are regex derivatives (Brzozowski), made on demand.
 
@@ -143,6 +205,8 @@ class _Derivatives:
                 return rx.NOTHING
             lo = 0 if _nullable(n.node) else max(n.lo - 1, 0)  # x{2,} with '' in x is x*
             return rx.seq(d, rx.rep(n.node, lo, None if n.hi is None else n.hi - 1))
+        if isinstance(n, rx.Counted):  # one character read: one fewer to come
+            return rx.counted(self._derive(n.node, a), n.lo - 1, n.hi - 1)
         raise rx.RegexUnsupported(f"{type(n).__name__} in a string language")
 
 
@@ -169,13 +233,23 @@ def _nonempty(n: rx.Node) -> bool:
         return any(_nonempty(o) for o in n.options)
     if isinstance(n, rx.Rep):
         return n.lo == 0 or _nonempty(n.node)
+    if isinstance(n, rx.Counted):
+        return rx.min_len(n) is not None  # exact: min_len counts the lengths of the words
     return True
 
 
 def _source(n: rx.Node):
-    """The language's minimal DFA when one is at hand, else its derivatives."""
+    """The language's minimal DFA when one is at hand (or, for a kept length limit, its
+    inner language's with a counter), else its derivatives."""
     known = rx._KNOWN.get(n)
-    return _ExplicitDFA(known) if known is not None else _Derivatives(n)
+    if known is not None:
+        return _ExplicitDFA(known)
+    if isinstance(n, rx.Counted):
+        try:
+            return _CountedDFA(n)
+        except rx.RegexUnsupported:
+            pass
+    return _Derivatives(n)
 
 
 class _JSONSpelling:

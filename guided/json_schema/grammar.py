@@ -857,7 +857,12 @@ class SchemaGrammar:
             lines += [f"// {name}: items pairwise distinct within one array (uniqueItems), kept by the grammar "
                       f"state, not by this text" for name in sorted(self.distinct)]
             for name, source in self.terminals.items():
-                lines.append(f"{name}: /{_lark_regex(terminal_regex(source))}/")
+                try:
+                    regex = terminal_regex(source)
+                except rx.RegexUnsupported:  # a length limit too large to write out (rx.Counted)
+                    lines.append(f"// {name}: its length limit is kept by the compiled automaton, not by this text")
+                    regex = terminal_regex((source[0], rx.uncounted(source[1])))
+                lines.append(f"{name}: /{_lark_regex(regex)}/")
             if self.whitespace == "flexible":
                 lines.append(f"%ignore /{WHITESPACE}/")
             self._text = "\n".join(lines) + "\n"

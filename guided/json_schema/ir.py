@@ -912,8 +912,6 @@ class SchemaContext:
             if a.langs and b.langs:
                 try:
                     la, lb = self.string_language(a), self.string_language(b)
-                    if rx.is_subset_only(la) or rx.is_subset_only(lb):
-                        return False  # cut-down languages cannot prove the schema's languages disjoint
                     return rx.is_empty(rx.intersect(la, lb))
                 except (rx.RegexUnsupported, ConstraintError):
                     return False

@@ -251,6 +251,33 @@ class Anchor(Node):
         return self._key[0]
 
 
+class Counted(Node):
+    """The words of ``node`` whose length (in code points) lies in ``[lo, hi]``.
+
+    :func:`with_length` keeps a length limit as this node when writing the limit into
+    the regex would take too large a tree (``^(?:\\S+\\s+){0,29}\\S+$`` with ``maxLength:
+    300``); automata then count characters as they read them (its derivative is the
+    inner derivative with the bounds lowered by one, see ``engine_spec``).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, node: Node, lo: int, hi: int):
+        self._init((node, lo, hi))
+
+    @property
+    def node(self) -> Node:
+        return self._key[0]
+
+    @property
+    def lo(self) -> int:
+        return self._key[1]
+
+    @property
+    def hi(self) -> int:
+        return self._key[2]
+
+
 EMPTY = Seq(())  # the empty string
 NOTHING = Alt(())  # the empty language
 ANY_CHAR = Chars(ALL)
@@ -312,6 +339,96 @@ def opt(node: Node) -> Node:
     return rep(node, 0, 1)
 
 
+def counted(node: Node, lo: int, hi: int) -> Node:
+    """The words of ``node`` with length in ``[lo, hi]``, as a :class:`Counted` node only
+    when the limit cuts something off (else ``node`` itself, or ``NOTHING``)."""
+    if isinstance(node, Counted):
+        lo, hi, node = max(lo, node.lo), min(hi, node.hi), node.node
+    lo = max(lo, 0)
+    if hi < lo:
+        return NOTHING
+    mn, mx = min_len(node), max_len(node)
+    if mn is None or mn > hi or mx < lo:
+        return NOTHING
+    if mn >= lo and mx <= hi:
+        return node
+    if not lengths(node, hi) >> lo:
+        return NOTHING
+    return Counted(node, lo, hi)
+
+
+def _runs(bits: int):
+    """The maximal runs of set bits of ``bits``, as ``(start, width)``."""
+    shift = 0
+    while bits:
+        low = (bits & -bits).bit_length() - 1
+        bits >>= low
+        shift += low
+        width = (bits ^ (bits + 1)).bit_length() - 1  # trailing ones
+        yield shift, width
+        bits >>= width
+        shift += width
+
+
+def _sumset(a: int, b: int, limit: int) -> int:
+    """``{x + y : x in a, y in b}`` as a bit set, cut at ``limit``."""
+    if not a or not b:
+        return 0
+    if (a & ~(a << 1)).bit_count() < (b & ~(b << 1)).bit_count():
+        a, b = b, a  # spread the set with more runs over the runs of the other
+    full = (1 << (limit + 1)) - 1
+    out = 0
+    for start, width in _runs(b):
+        spread, covered = a << start, 1  # OR of (a << start + k) for k < covered, by doubling
+        while covered < width:
+            step = min(covered, width - covered)
+            spread |= spread << step
+            covered += step
+        out |= spread & full
+    return out
+
+
+def _sum_power(x: int, k: int, limit: int) -> int:
+    """The lengths of ``k`` words of lengths ``x`` (the ``k``-fold sumset), by squaring."""
+    out = 1
+    while k and out:
+        if k & 1:
+            out = _sumset(out, x, limit)
+        k >>= 1
+        if k:
+            x = _sumset(x, x, limit)
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def lengths(n: Node, limit: int) -> int:
+    """The lengths of the words of ``n`` up to ``limit``, as a bit set (bit k: a word of length k)."""
+    if isinstance(n, Chars):
+        return 2 if limit >= 1 and n.cs else 0
+    if isinstance(n, Seq):
+        acc = 1
+        for p in n.parts:
+            acc = _sumset(acc, lengths(p, limit), limit)
+        return acc
+    if isinstance(n, Alt):
+        acc = 0
+        for o in n.options:
+            acc |= lengths(o, limit)
+        return acc
+    if isinstance(n, Rep):
+        x = lengths(n.node, limit)
+        first = _sum_power(x, n.lo, limit)  # exactly lo copies
+        # up to ``extra`` more: (x plus the empty word) to the power ``extra``; past ``limit``
+        # copies of non-empty words every length is beyond the limit
+        extra = limit + 1 if n.hi is None else min(n.hi - n.lo, limit + 1)
+        return _sumset(first, _sum_power(x | 1, extra, limit), limit)
+    if isinstance(n, Counted):
+        return lengths(n.node, min(limit, n.hi)) >> n.lo << n.lo
+    if isinstance(n, Anchor):
+        return 1
+    raise TypeError(n)
+
+
 @functools.lru_cache(maxsize=65536)
 def min_len(n: Node) -> int | None:
     """Shortest word length; None for the empty language."""
@@ -333,6 +450,9 @@ def min_len(n: Node) -> int | None:
         if m is None:
             return 0 if n.lo == 0 else None
         return m * n.lo
+    if isinstance(n, Counted):
+        bits = lengths(n, n.hi)
+        return (bits & -bits).bit_length() - 1 if bits else None
     if isinstance(n, Anchor):
         return 0
     raise TypeError(n)
@@ -363,6 +483,8 @@ def max_len(n: Node) -> float:
         if m == 0:
             return 0
         return INF if n.hi is None else m * n.hi
+    if isinstance(n, Counted):
+        return lengths(n, n.hi).bit_length() - 1
     if isinstance(n, Anchor):
         return 0
     raise TypeError(n)
@@ -378,7 +500,7 @@ def is_empty_language(n: Node) -> bool:
 def node_size(n: Node) -> int:
     if isinstance(n, (Seq, Alt)):
         return 1 + sum(node_size(p) for p in (n.parts if isinstance(n, Seq) else n.options))
-    if isinstance(n, Rep):
+    if isinstance(n, (Rep, Counted)):
         return 1 + node_size(n.node)
     return 1
 
@@ -778,33 +900,21 @@ def with_length(n: Node, lo: int, hi: int | None) -> Node:
     except RegexUnsupported:
         if hi is None:
             raise
-    # The exact intersection is too large: cap every unbounded repetition at the largest
-    # count that keeps all words within ``hi`` (a sound subset of the exact language).
-    top = _largest_cap(n, hi)
-    if top is None:
-        raise RegexUnsupported("length limits on this pattern expand into too large a regex")
-    capped = _len(_cap(n, top), lo, None, [MAX_LENGTH_EXPANSION])
-    _SUBSETS[capped] = True
-    if len(_SUBSETS) > 4096:  # bounded: far more than one schema makes
-        _SUBSETS.popitem(last=False)
-    return capped
+    # Written out, the limit takes too large a tree: keep it as a limit (automata count).
+    return counted(n, lo, hi)
 
 
-# Languages that are a strict subset of what the schema allows (capped repetitions): sound
-# to generate from, but not to reason with -- two capped languages may look disjoint while
-# the schema's own languages overlap (see is_subset_only).
-_SUBSETS: OrderedDict = OrderedDict()
-
-
-def is_subset_only(n: Node) -> bool:
-    """Whether ``n`` (or a part of it) stands for a larger language it was cut down from."""
-    if n in _SUBSETS:
-        return True
-    if isinstance(n, (Seq, Alt)):
-        return any(is_subset_only(p) for p in (n.parts if isinstance(n, Seq) else n.options))
+def uncounted(n: Node) -> Node:
+    """``n`` without the length limits kept as :class:`Counted` nodes (a superset, for text)."""
+    if isinstance(n, Counted):
+        return uncounted(n.node)
+    if isinstance(n, Seq):
+        return seq(*map(uncounted, n.parts))
+    if isinstance(n, Alt):
+        return alt(*map(uncounted, n.options))
     if isinstance(n, Rep):
-        return is_subset_only(n.node)
-    return False
+        return rep(uncounted(n.node), n.lo, n.hi)
+    return n
 
 
 def _has_ambiguous_split(n: Node) -> bool:
@@ -818,30 +928,6 @@ def _has_ambiguous_split(n: Node) -> bool:
     if isinstance(n, Rep):
         return _has_ambiguous_split(n.node)
     return False
-
-
-def _cap(n: Node, c: int) -> Node:
-    if isinstance(n, Rep):
-        inner = _cap(n.node, c)
-        return rep(inner, n.lo, n.hi if n.hi is not None else max(n.lo, c))
-    if isinstance(n, Seq):
-        return seq(*(_cap(p, c) for p in n.parts))
-    if isinstance(n, Alt):
-        return alt(*(_cap(p, c) for p in n.options))
-    return n
-
-
-def _largest_cap(n: Node, hi: int) -> int | None:
-    if max_len(_cap(n, 0)) > hi:
-        return None
-    lo_c, hi_c = 0, hi
-    while lo_c < hi_c:
-        mid = (lo_c + hi_c + 1) // 2
-        if max_len(_cap(n, mid)) <= hi:
-            lo_c = mid
-        else:
-            hi_c = mid - 1
-    return lo_c
 
 
 def _spend(budget: list[int], k: int = 1) -> None:
@@ -866,6 +952,8 @@ def _len(n: Node, lo: int, hi: int | None, budget: list[int]) -> Node:
         return _len_rep(n, lo, hi, budget)
     if isinstance(n, Seq):
         return _len_seq(list(n.parts), lo, hi, budget)
+    if isinstance(n, Counted):
+        return counted(n.node, lo, n.hi if hi is None else hi)  # counted() meets the two ranges
     raise TypeError(n)  # Chars/EMPTY are always handled by the bounds test above
 
 
@@ -893,7 +981,8 @@ def _len_rep(n: Rep, lo: int, hi: int | None, budget: list[int]) -> Node:
         count_hi = hi // max(min_len(x1) or 1, 1)
     else:
         count_hi = None
-    min_count = n.lo
+    # with the empty word in x, x{lo,hi} is x1{0,hi}: empty copies pad any count up to lo
+    min_count = 0 if min_len(x) == 0 else n.lo
     # words with at least `enough` copies are long enough automatically
     if count_hi is None:
         m1 = min_len(x1) or 1
@@ -1033,6 +1122,8 @@ def _emit(n: Node, char: "callable", prec: int) -> str:
     if isinstance(n, Rep):
         text = _emit(n.node, char, 2) + _quantifier(n.lo, n.hi)
         return "(?:" + text + ")" if prec >= 2 else text
+    if isinstance(n, Counted):  # the limit written out, if that is small enough (else RegexUnsupported)
+        return _emit(_len(n.node, n.lo, n.hi, [MAX_LENGTH_EXPANSION]), char, prec)
     if isinstance(n, Anchor):
         raise RegexUnsupported("anchor left in a language")
     raise TypeError(n)
@@ -1272,6 +1363,7 @@ def _trie_dfa(words, complement: bool) -> "DFA":
 # ----------------------------------------------------------------------------------
 
 MAX_DFA_STATES = 5000
+MAX_COUNTED_NFA_STATES = 200_000
 MAX_ELIMINATION_EDGES = 200_000
 # nodes of a state-elimination regex written out as a tree (what the emitted pattern spells):
 # edges share sub-nodes, so the tree can grow exponentially while the edge count stays small
@@ -1317,7 +1409,7 @@ def _charsets(n: Node, out: list[CharSet]) -> None:
     elif isinstance(n, Alt):
         for p in n.options:
             _charsets(p, out)
-    elif isinstance(n, Rep):
+    elif isinstance(n, (Rep, Counted)):
         _charsets(n.node, out)
 
 
@@ -1366,8 +1458,28 @@ class _NFA:
                     self.build(n.node, cur, nxt)
                     cur = nxt
                 self.eps[cur].append(t)
+        elif isinstance(n, Counted):
+            self._build_counted(n, s, t)
         else:
             raise TypeError(n)
+
+    def _build_counted(self, n: "Counted", s: int, t: int) -> None:
+        """One copy of ``n.node``'s automaton per length read so far; characters step to the next copy."""
+        inner = _NFA(self.part)
+        a, b = inner.state(), inner.state()
+        inner.build(n.node, a, b)
+        size = len(inner.eps)
+        if size * (n.hi + 1) > MAX_COUNTED_NFA_STATES:
+            raise RegexUnsupported("a length limit on this language needs too many states")
+        base = len(self.eps)
+        for c in range(n.hi + 1):
+            off, nxt = base + c * size, base + (c + 1) * size
+            for q in range(size):
+                self.eps.append([off + x for x in inner.eps[q]])
+                self.edges.append([(atoms, nxt + x) for atoms, x in inner.edges[q]] if c < n.hi else [])
+        self.eps[s].append(base + a)
+        for c in range(n.lo, n.hi + 1):
+            self.eps[base + c * size + b].append(t)
 
     def closure(self, states) -> frozenset[int]:
         stack, seen = list(states), set(states)
@@ -1628,6 +1740,8 @@ def co_infinite(n: Node) -> bool:
     In a minimal DFA whose reachable states all lead to acceptance, a state has infinitely
     many completions iff it reaches a cycle: so, iff no reachable state is a dead end.
     """
+    if isinstance(n, Counted):
+        return False  # a finite language
     try:
         d = dfa_of(n)
     except RegexUnsupported:
@@ -1678,11 +1792,15 @@ def complement(a: Node) -> Node:
 def is_empty(a: Node) -> bool:
     if min_len(a) is None:
         return True
+    if isinstance(a, Counted):  # min_len counted its words exactly
+        return False
     return dfa_of(a).is_empty()
 
 
 def matches(n: Node, s: str) -> bool:
     """Membership test (for enum filtering and tests)."""
+    if isinstance(n, Counted):  # no product automaton for a length test
+        return n.lo <= len(s) <= n.hi and matches(n.node, s)
     d = dfa_of(n)
     state = 0
     for ch in s:

@@ -94,11 +94,11 @@ Completeness (valid texts that are *not* accepted, by design):
   bounded numbers are plain decimals, plus exponent forms of magnitudes below 1 when the
   range holds them all;
 * format subsets: no leap seconds, no IP-literal hosts or quoted email local parts,
-  host names of at most 4 labels of at most 62 characters and no ``xn--`` labels;
-* a pattern whose exact intersection with ``maxLength`` is too large has each unbounded
-  repetition capped so every word still fits (``^(?:\\S+\\s+){0,29}\\S+$`` with
-  ``maxLength: 300`` then takes only short words; 11 of MaskBench's 5,653 schemas).  Such a
-  cut-down language is never used to prove ``oneOf`` branches disjoint.
+  host names of at most 4 labels of at most 62 characters and no ``xn--`` labels.
+
+Length limits are exact for every pattern: a limit too large to write into the regex
+(``^(?:\\S+\\s+){0,29}\\S+$`` with ``maxLength: 300``) is kept as a limit, and the
+terminal's automaton counts characters as it reads them.
 
 Whitespace between tokens (``whitespace=``):
 
@@ -118,7 +118,8 @@ the schema's author decides what the model writes first (a ``reasoning`` field b
 generates from a schema does the same, and each key position offers one key, not all the
 remaining ones.  ``"any"`` is what JSON Schema means (objects are unordered): use it to
 check or continue text written elsewhere, or when the model should choose the order.
-``grammar_text`` then writes each order-free object as its (commented) order-free superset.
+``grammar_text`` then writes each order-free object as its (commented) order-free superset,
+and such a kept length limit as its (commented) unlimited pattern.
 """
 
 from __future__ import annotations

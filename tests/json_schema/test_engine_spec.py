@@ -19,7 +19,8 @@ from guided.json_schema import regex as rx
 from guided.grammars.bytedfa import ByteDFA, RegexTooLargeError, _prune_and_minimise
 from guided.grammars.grammar import Grammar
 from guided.json_schema import JSONSchema, schema_to_lark
-from guided.json_schema.engine_spec import engine_spec, json_string_dfa, plain_dfa
+from guided.json_schema.engine_spec import _CountedDFA, _Derivatives, _JSONSpelling, engine_spec, json_string_dfa, plain_dfa
+from guided.grammars.lazy_bytedfa import LazyByteDFA
 from guided.json_schema.formats import decimal_range, format_language, integer_range
 from guided.grammars.lark_loader import load_lark
 
@@ -68,10 +69,13 @@ words = st.lists(st.text(alphabet="ab\"\\é\n", max_size=4), max_size=5)
 @st.composite
 def languages(draw):
     n = draw(nodes)
-    how = draw(st.sampled_from(["plain", "length", "not_words", "intersect"]))
+    how = draw(st.sampled_from(["plain", "length", "counted", "not_words", "intersect"]))
     if how == "length":
         lo = draw(st.integers(0, 3))
         n = rx.with_length(n, lo, lo + draw(st.integers(0, 3)))
+    elif how == "counted":  # the limit kept as a limit (what with_length does when writing it out is too large)
+        lo = draw(st.integers(0, 3))
+        n = rx.counted(n, lo, lo + draw(st.integers(0, 3)))
     elif how == "not_words":
         n = rx.not_words_language(draw(words))
     elif how == "intersect":
@@ -109,6 +113,20 @@ def test_plain_dfa_equals_the_compiled_regex(n):
     direct = plain_dfa(n).materialise()
     assert every_state_live(direct)
     assert same_language(direct, _reference(regex)), regex
+
+
+@SETTINGS
+@given(n=nodes, lo=st.integers(0, 3), span=st.integers(0, 4))
+def test_a_kept_length_limit_reads_the_same_by_counter_and_by_derivatives(n, lo, span):
+    """A kept limit (``rx.Counted``) is read over the inner DFA with a counter, or, when
+    that DFA times the limit is too large, by regex derivatives: both equal the regex text."""
+    limited = rx.counted(n, lo, lo + span)
+    assume(isinstance(limited, rx.Counted))
+    by_counter = LazyByteDFA(_JSONSpelling(_CountedDFA(limited)), "counter").materialise()
+    by_derivatives = LazyByteDFA(_JSONSpelling(_Derivatives(limited)), "derivatives").materialise()
+    assert every_state_live(by_counter) and every_state_live(by_derivatives)
+    reference = _reference(rx.json_string_regex(limited))
+    assert same_language(by_counter, reference) and same_language(by_derivatives, reference)
 
 
 @pytest.mark.parametrize("node", [

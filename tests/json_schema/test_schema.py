@@ -533,16 +533,28 @@ def test_unanchored_pattern_with_exact_length(vocab):
 @pytest.mark.timeout(60)
 def test_a_format_with_a_length_bound_compiles_to_a_small_regex(vocab):
     # the product of the email language and a length bound used to give a regex whose
-    # written-out tree was exponential (compilation never finished); now the documented
-    # fallback caps the repetitions (a sound subset: short addresses)
+    # written-out tree was exponential (compilation never finished); the limit is now kept
+    # as a limit (rx.Counted) and the terminal's automaton counts characters
     schema = {"type": "string", "format": "email", "maxLength": 30}
     check(schema, vocab, ["ab@cd.ef", "a.b@x.io"], ["@example.com", "x" * 20 + "@example.com", "ada"])
 
 
-def test_capped_languages_never_prove_one_of_branches_disjoint(vocab):
-    """Branch A's exact language holds a 30-letter word, its capped form (words of a few
-    letters, so that any count fits maxLength) does not: the capped forms look disjoint from
-    branch B, but a 30-letter word is valid under both, so oneOf must not accept it."""
+def test_a_word_count_pattern_with_a_large_max_length_is_exact(vocab):
+    """MaskBench's ``^(?:\\S+\\s+){0,29}\\S+$`` with ``maxLength: 300``: written out, the
+    limit is too large a regex, so it is kept as a limit and counted; long words, non-ASCII
+    text and exactly 300 characters are all accepted, 301 characters or 31 words are not."""
+    schema = {"type": "string", "pattern": "^(?:\\S+\\s+){0,29}\\S+$", "maxLength": 300}
+    c = check(schema, vocab,
+              good=["Experience working with agile methodologies", "£100,000 – £200,000", "w" * 300,
+                    " ".join(["x" * 9] * 30), " ".join(["y" * 149, "z" * 150])],
+              bad=["w" * 301, " ".join(["a"] * 31), "", "trailing "])
+    assert "kept by the compiled automaton" in c.grammar_text  # the text writes the unlimited pattern
+
+
+def test_length_limited_languages_never_prove_one_of_branches_disjoint_wrongly(vocab):
+    """Both branches hold the 30-letter word (branch A's limit is too large to write out, so
+    it is kept as a limit): they are not disjoint, so oneOf must not accept it.  (A cut-down
+    form of branch A, words of a few letters, would have looked disjoint from branch B.)"""
     words = {"type": "string", "pattern": "^(?:[a-z]+ )*[a-z]+$", "maxLength": 40}
     one_of = {"oneOf": [words, {"type": "string", "pattern": "^[a-z]{30,}$", "maxLength": 40}]}
     try:

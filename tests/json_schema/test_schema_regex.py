@@ -112,6 +112,7 @@ def test_multiple_language_is_divisibility(a, k):
 PATTERNS = [
     "^[a-z]+$", "abc", "^a(b|cd)*e?$", "^(?:x|yz){2,3}$", "[0-9]", "^$", "^.{2,4}$", "a|^b", "c$",
     "^[^a-c]*$", "^(ab)+|ba$", "^a{0}b$", "^[\\-a]+$", "^\\.$", "^(a|b)?c{1,}$",
+    "^(?:a*){2,3}$",  # empty copies pad the count: with a length limit "" and "a" stay words
 ]
 alphabet = st.text(alphabet="abcdexyz0-.", max_size=7)
 
@@ -156,6 +157,50 @@ def test_with_length_counts_characters(s, lo, span):
         lang = rx.pattern_language(p)
         limited = rx.with_length(lang, lo, hi)
         assert rx.matches(limited, s) == (rx.matches(lang, s) and lo <= len(s) <= hi), (p, s, lo, hi)
+
+
+@SETTINGS
+@given(s=alphabet, lo=st.integers(0, 6), span=st.integers(0, 4))
+def test_a_kept_length_limit_counts_characters_in_every_automaton(s, lo, span):
+    """``rx.counted`` keeps the limit as a limit: membership, the subset construction (a
+    DFA operation) and the regex text written out all mean the same language."""
+    hi = lo + span
+    for p in PATTERNS:
+        lang = rx.pattern_language(p)
+        limited = rx.counted(lang, lo, hi)
+        want = rx.matches(lang, s) and lo <= len(s) <= hi
+        assert rx.matches(limited, s) == want, (p, s, lo, hi)
+        assert rx.matches(rx.difference(limited, rx.NOTHING), s) == want, (p, s, lo, hi)  # through the product NFA
+        assert (re.fullmatch(rx.plain_regex(limited), s) is not None) == want, (p, s, lo, hi)
+
+
+GAPPY = ["^(?:ab){2,}$|^c{3}$", "^(?:(?:aa|b){2,3})*$", "^(?:abc)+x?$", "^a{5}$|^b{9,}$", "^(?:a|bcd)*e$"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS + GAPPY)
+def test_word_lengths_are_exact(pattern):
+    lang = rx.pattern_language(pattern)
+    limit = 12
+    bits = rx.lengths(lang, limit)
+    for k in range(limit + 1):
+        exists = not rx.is_empty(rx.intersect(lang, rx.Rep(rx.ANY_CHAR, k, k)))
+        assert bool(bits >> k & 1) == exists, (pattern, k)
+    for lo in range(0, 8):
+        for hi in range(lo, 12):
+            c = rx.counted(lang, lo, hi)
+            in_range = [k for k in range(lo, hi + 1) if bits >> k & 1]
+            assert rx.min_len(c) == (in_range[0] if in_range else None), (pattern, lo, hi)
+            assert rx.max_len(c) == (in_range[-1] if in_range else -1), (pattern, lo, hi)
+
+
+def test_a_limit_too_large_to_write_out_is_kept_exact():
+    words = rx.pattern_language("^(?:\\S+\\s+){0,29}\\S+$")
+    limited = rx.with_length(words, 0, 300)
+    assert isinstance(limited, rx.Counted)
+    assert rx.matches(limited, " ".join(["x" * 9] * 30))  # 30 words, 299 characters
+    assert rx.matches(limited, " ".join(["y" * 149, "z" * 150]))  # two long words (capping lost these)
+    assert not rx.matches(limited, "w" * 301)
+    assert not rx.matches(limited, " ".join(["a"] * 31))  # 31 words
 
 
 # -- JSON string encodings ---------------------------------------------------------------

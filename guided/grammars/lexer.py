@@ -101,8 +101,10 @@ class LexerAutomaton:
         if len(live) == 1:
             t, s = live[0]
             succ = self.row_of[t](s)
-            for s2 in np.unique(succ[succ >= 0]).tolist():
-                out[succ == s2] = self._intern(((t, s2),))
+            # one lexer state per distinct successor, spread by one gather (not a compare per successor)
+            uniq, inverse = np.unique(succ, return_inverse=True)
+            ids = np.asarray([self._intern(((t, s2),)) if s2 >= 0 else -1 for s2 in uniq.tolist()], dtype=np.int32)
+            out = ids[inverse.reshape(-1)]
         elif live:
             m = np.stack([self.row_of[t](s) for t, s in live])  # [k, 256]
             alive = (m >= 0).any(axis=0)

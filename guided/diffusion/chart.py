@@ -861,6 +861,10 @@ class Chart:
         limit = min((p, 0, 0), self.frontier)
         kept = {} if full else {k: v for k, v in self.nodes.items() if _sort_key(k, n) < limit and k != ("F",)}
         self.nodes = kept
+        # the nodes before ``limit`` are complete and nothing later is built yet: a run stopped by the
+        # budget, or accepting while the kept nodes are scanned, must not leave an older frontier
+        # that would make the next run keep nodes this one never built
+        self.frontier = (0, 0, 0) if full else limit
         self.items_built = 0
         self.accept_via = None
         self._done = False

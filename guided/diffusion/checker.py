@@ -36,7 +36,10 @@ come first and are exact in the direction they decide:
    no.  This is the decision problem of the published method (Mündler et al. 2025, where every
    masked run is any string);
 4. *realized*: the relaxed chart's accepted path is turned into real tokens with the right
-   counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes.  *refined*: the
+   counts (:mod:`guided.diffusion.realize`) and parsed; if it is a word, yes.  The path is the
+   weighted chart's (fewest lexemes in the gaps); the unweighted chart's path is tried when the
+   weighted one gets no tokens, and first when the weighted chart passes its work cap
+   (``relaxed_budget``: then it only goes on if the unweighted path fails).  *refined*: the
    runs of at most 4 holes that got no tokens are kept exact and 3-4 run again (up to 3
    rounds; still an over-approximation, so an empty chart is a no);
 5. *exact*: the exact chart (hole positions explicit, the vocabulary's token classes per lexer
@@ -127,10 +130,12 @@ class InfillingChecker:
 
     ``grammar``: a :class:`~guided.grammars.Grammar`, Lark text, or a constraint with a
     ``.grammar`` (``JSONSchema``).  ``vocab``: a :class:`~guided.vocab.Vocabulary` or a Hugging
-    Face tokenizer.  Every call decides (yes or no); there is no work budget.
+    Face tokenizer.  Every call decides (yes or no); there is no work budget.  ``relaxed_budget``:
+    units of work (items, edges) the weighted relaxed chart may spend before the unweighted one's
+    witness is tried first (None: no cap); it moves cost, never the answer.
     """
 
-    def __init__(self, grammar, vocab, *, short_holes: int = 2, realize: bool = True):
+    def __init__(self, grammar, vocab, *, short_holes: int = 2, realize: bool = True, relaxed_budget: int | None = 20_000):
         from guided.vocab import Vocabulary
 
         self.grammar = _as_grammar(grammar)
@@ -139,17 +144,24 @@ class InfillingChecker:
         self.exact_chart = Chart(self.lexer, self.vocab)
         self.short_tail_chart = Chart(self.lexer, self.vocab)
         self.tail_tries = (2, 6)  # trailing optional slots kept in the cheap exact tries
-        # unweighted, it stops at the first accepting item: a quick refutation, and its accepted path
-        # is realized only if ``realize`` (a weighted chart would find shorter, easier paths but
-        # costs far more than the exact chart on grammars like C)
+        # With ``realize`` the relaxed chart is weighted: it sees every way into the end, so its
+        # accepted path is a short, easy one to realize (and later witnesses repair well).  On
+        # canvases with many runs of holes in grammars like C that costs seconds (every gap node
+        # closes the whole grammar), so it runs under a work cap; past the cap ``quick_chart``
+        # (unweighted: it stops at the first accepting item) decides the same relaxed language
+        # and its path is realized instead.  Either way the answer is the same.
         self.realize = realize
-        self.relaxed_chart = Chart(self.lexer, self.vocab, weighted=realize)
+        self.relaxed_budget = relaxed_budget
+        self.relaxed_chart = Chart(self.lexer, self.vocab, self.relaxed_budget if realize else None, weighted=realize)
+        self.quick_chart = Chart(self.lexer, self.vocab)
         self.refine_chart = Chart(self.lexer, self.vocab)
         self.refine_rounds = 3
         self.refine_run_limit = 4  # longer runs kept exact cost about what the exact chart costs
         self._failed_runs: set = set()
-        # repairs of the last witness: a small chart with a work cap (reaching it only skips the step)
-        self.repair_chart = Chart(self.lexer, self.vocab, 50_000, weighted=True)
+        # repairs of the last witness: a small chart with a work cap (reaching it only skips the step).
+        # Unweighted, so it stops at its first accepting item: on C at 128 positions that cut the
+        # step's p90 several-fold, and its witnesses are reused by later checks at least as often.
+        self.repair_chart = Chart(self.lexer, self.vocab, 50_000)
         self.repair_span = 8  # at most this many changed slots are repaired locally
         self.short_holes = short_holes
         self.token_search_limit = 12  # runs up to this many holes are realized by a token search
@@ -220,15 +232,18 @@ class InfillingChecker:
         # relaxed, then refined: the runs whose witness tokens could not be found are kept exact
         # in the next round (still an over-approximation, so an empty chart still means no)
         keep: set = set()
-        chart = self.relaxed_chart
         for round_ in range(self.refine_rounds + 1):
             how = "relaxed" if round_ == 0 else "refined"
             relaxed, runs, index = self._relaxed_slots(slots, keep=keep)
-            if not chart.run(relaxed):
+            if round_ == 0 and self.realize:
+                ok, filling = self._relaxed_realized(slots, relaxed, runs, index)
+            else:  # without ``realize`` only round 0 runs: its chart refutes, or the exact chart decides
+                ok = (self.relaxed_chart if round_ == 0 else self.refine_chart).run(relaxed)
+                if ok and not self.realize:
+                    break
+                filling = self._realize(slots, runs, self.refine_chart, index) if ok else None
+            if not ok:
                 return CheckResult(False, how)
-            if not self.realize:
-                break
-            filling = self._realize(slots, runs, chart, index)
             if filling is not None:
                 return CheckResult(True, "realized" if round_ == 0 else how, filling=filling)
             failed = self._failed_runs - keep
@@ -236,8 +251,40 @@ class InfillingChecker:
             if not failed or not short or len(keep | failed) >= len(runs) + len(keep):
                 break  # nothing new to keep exact, a long run, or everything: the exact chart's turn
             keep |= failed
-            chart = self.refine_chart
         return self._exact(slots)
+
+    def _relaxed_realized(self, slots: tuple, relaxed: tuple, runs: list, index: dict) -> tuple[bool, dict | None]:
+        """The first relaxed round: ``(completable in the relaxed language, filling or None)``.
+
+        The weighted chart runs under ``relaxed_budget``; past it, the unweighted ``quick_chart``
+        decides and its path is realized, and only if that gets no tokens does the weighted chart
+        go on (from the node where it stopped) to the end.  When the weighted path gets no tokens,
+        the quick chart's path is tried too.  ``_failed_runs`` is left as the weighted path's
+        (it chooses the runs the next round keeps exact) whenever the weighted chart finished."""
+        weighted, quick = self.relaxed_chart, self.quick_chart
+        try:
+            ok = weighted.run(relaxed)
+        except ChartBudgetExceeded:
+            if not quick.run(relaxed):
+                return False, None
+            filling = self._realize(slots, runs, quick, index)
+            if filling is not None:
+                return True, filling
+            weighted.budget = None
+            try:
+                ok = weighted.run(relaxed)  # the same language: it accepts too
+            finally:
+                weighted.budget = self.relaxed_budget
+            return ok, self._realize(slots, runs, weighted, index)
+        if not ok:
+            return False, None
+        filling = self._realize(slots, runs, weighted, index)
+        if filling is None:
+            failed = self._failed_runs
+            if quick.run(relaxed):
+                filling = self._realize(slots, runs, quick, index)
+            self._failed_runs = failed
+        return True, filling
 
     def _exact(self, slots: tuple) -> CheckResult:
         """The exact chart: always decides (see the module docstring for its size bound).

@@ -219,7 +219,9 @@ class Alt(Node):
         return self._key
 
 
-class Rep(Node):
+class _Bounded(Node):
+    """A node over one inner node with two bounds: ``(node, lo, hi)``."""
+
     __slots__ = ()
 
     def __init__(self, node: Node, lo: int, hi: int | None):
@@ -234,8 +236,14 @@ class Rep(Node):
         return self._key[1]
 
     @property
-    def hi(self) -> int | None:  # None: unbounded
+    def hi(self) -> int | None:  # None: unbounded (a Counted is always bounded)
         return self._key[2]
+
+
+class Rep(_Bounded):
+    """``node`` repeated ``lo`` to ``hi`` times."""
+
+    __slots__ = ()
 
 
 class Anchor(Node):
@@ -251,7 +259,7 @@ class Anchor(Node):
         return self._key[0]
 
 
-class Counted(Node):
+class Counted(_Bounded):
     """The words of ``node`` whose length (in code points) lies in ``[lo, hi]``.
 
     :func:`with_length` keeps a length limit as this node when writing the limit into
@@ -261,21 +269,6 @@ class Counted(Node):
     """
 
     __slots__ = ()
-
-    def __init__(self, node: Node, lo: int, hi: int):
-        self._init((node, lo, hi))
-
-    @property
-    def node(self) -> Node:
-        return self._key[0]
-
-    @property
-    def lo(self) -> int:
-        return self._key[1]
-
-    @property
-    def hi(self) -> int:
-        return self._key[2]
 
 
 EMPTY = Seq(())  # the empty string

@@ -107,9 +107,15 @@ def llama_token_bytes() -> list[bytes]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_checker_matches_brute_force(seed):
+    assert_agrees_with_brute_force(seed, InfillingChecker)
+
+
+def assert_agrees_with_brute_force(seed: int, make_checker) -> None:
+    """The checker ``make_checker(grammar, vocab)`` answers case ``seed`` as brute force does,
+    with a witness of the right token counts when the answer is yes."""
     grammar, vocab, parts = case(seed, llama_token_bytes())
     want = expected(grammar, vocab, parts)
-    result = InfillingChecker(grammar, vocab).result(parts)
+    result = make_checker(grammar, vocab).result(parts)
     assert result.ok == want, (grammar_text(grammar), parts, result.how)
     if want:
         check_witness(grammar, vocab, parts, result)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from guided.diffusion import InfillingChecker, canvas_parts, slots_of
 from guided.diffusion.chart import Chart, ChartBudgetExceeded
 
-from .test_checker_bruteforce import case, check_witness, expected, grammar_text, llama_token_bytes
+from .test_checker_bruteforce import assert_agrees_with_brute_force, case, check_witness, expected, grammar_text, llama_token_bytes
 from .test_fast_vs_exact import DOCUMENTS, MASK, grammar_of, random_canvas
 
 
@@ -41,12 +41,7 @@ def capped_checker(grammar, vocab, budget: int | None = 0) -> InfillingChecker:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_capped_relaxed_chart_matches_brute_force(seed):
-    grammar, vocab, parts = case(seed, llama_token_bytes())
-    want = expected(grammar, vocab, parts)
-    result = capped_checker(grammar, vocab).result(parts)
-    assert result.ok == want, (grammar_text(grammar), parts, result.how)
-    if want:
-        check_witness(grammar, vocab, parts, result)
+    assert_agrees_with_brute_force(seed, capped_checker)
 
 
 def test_the_capped_path_is_exercised():

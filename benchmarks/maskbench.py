@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +260,8 @@ def bench_engine(engine, rows, tokenized, timeout: float, verbose: bool, failure
             continue
         except Exception as exc:  # noqa: BLE001 - an engine's bug fails its schema, not the run
             counts["crash"] += 1
-            failures.append((engine.name, row["id"], "crash", f"{type(exc).__name__}: {exc}"[:300]))
+            where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)[::-1][:4])
+            failures.append((engine.name, row["id"], "crash", f"{type(exc).__name__}: {exc}"[:240] + f" at {where}"))
             continue
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)

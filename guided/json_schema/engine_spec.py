@@ -76,8 +76,13 @@ class _ExplicitDFA:
         return self.d.accept[s]
 
     def segments(self, s: int) -> list:
-        atoms, live = self.d.part.atoms, self.live
-        return _merged([(lo, hi, t) for a, t in enumerate(self.d.trans[s]) if live[t] for lo, hi in atoms[a].ranges])
+        return _dfa_segments(self.d, s, self.live)
+
+
+def _dfa_segments(d: "rx.DFA", s: int, keep) -> list:
+    """State ``s``'s transitions as merged code-point segments, to the targets ``t`` with ``keep[t]`` true."""
+    atoms = d.part.atoms
+    return _merged([(lo, hi, t) for a, t in enumerate(d.trans[s]) if keep[t] for lo, hi in atoms[a].ranges])
 
 
 class _CountedDFA:
@@ -116,9 +121,7 @@ class _CountedDFA:
             return []
         segs = self._segs.get(q)
         if segs is None:
-            atoms = self.d.part.atoms
-            segs = self._segs[q] = _merged([(lo, hi, t) for a, t in enumerate(self.d.trans[q]) if self.comp[t]
-                                            for lo, hi in atoms[a].ranges])
+            segs = self._segs[q] = _dfa_segments(self.d, q, self.comp)  # targets with any completion
         return [(lo, hi, (t, c + 1)) for lo, hi, t in segs if self._live(t, c + 1)]
 
 

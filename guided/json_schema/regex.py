@@ -946,7 +946,7 @@ def _len(n: Node, lo: int, hi: int | None, budget: list[int]) -> Node:
     if isinstance(n, Seq):
         return _len_seq(list(n.parts), lo, hi, budget)
     if isinstance(n, Counted):
-        return counted(n.node, lo, n.hi if hi is None else hi)  # counted() meets the two ranges
+        return counted(n, lo, n.hi if hi is None else hi)  # counted() meets the two ranges
     raise TypeError(n)  # Chars/EMPTY are always handled by the bounds test above
 
 

@@ -193,6 +193,12 @@ def test_word_lengths_are_exact(pattern):
             assert rx.max_len(c) == (in_range[-1] if in_range else -1), (pattern, lo, hi)
 
 
+def test_a_second_length_limit_meets_a_kept_one():
+    kept = rx.counted(rx.pattern_language("^a*$"), 3, 6)
+    both = rx.with_length(kept, 0, 5)
+    assert [k for k in range(9) if rx.matches(both, "a" * k)] == [3, 4, 5]
+
+
 def test_a_limit_too_large_to_write_out_is_kept_exact():
     words = rx.pattern_language("^(?:\\S+\\s+){0,29}\\S+$")
     limited = rx.with_length(words, 0, 300)

@@ -10,13 +10,24 @@ state's branch carries them: its ``tail`` is ``(lexeme so far, values of the run
     >>> spec = GrammarSpec(..., distinct=("ITEM",), distinct_keep=("COMMA",))
     >>> Grammar.from_spec(spec).start(vocab).advance_bytes(b'["a","a"')    # None
 
-Exactness rests on the compiler's promise (``regex.co_infinite``): every prefix of a
-distinct lexeme has infinitely many completions.  Then no prefix is dead for having only
-earlier values as completions, liveness is the plain grammar's, and only a lexeme's end
-can repeat a value.  Masks are the plain grammar's (shared, cached) minus the tokens that
-end a repeated lexeme: a token closing the current lexeme is checked by its value, and a
-token holding two quotes (``"a","a"``) is walked exactly.  The grammar engine has one walk:
-it asks :func:`grown_tail` and :func:`lexeme_end` here as a lexeme grows and ends.
+Values compare as JSON values: a string lexeme (``"..."``) by its decoded string, a plain
+lexeme (an integer written as an integer) by its number, so ``0`` and ``-0`` are one value.
+
+Exactness needs two checks.  A lexeme that *ends* with an earlier value is refused
+(:func:`lexeme_end`).  A lexeme *prefix* all of whose completions are earlier values is
+dead (:func:`prefix_alive`): with ``maxLength: 2`` over ``[ab]``, after ``["ab","a`` the
+prefix ``"a`` still has ``"a"`` and ``"aa"``, and is dead once both were written.  Only a
+prefix of an earlier value can be dead (any other prefix's completions are all new), so the
+check walks the terminal's byte automaton along the trie of the run's values, decoding JSON
+escapes as it goes, and stops at the first byte that leaves the trie.
+
+Masks are the plain grammar's (shared, cached) minus the tokens that would repeat a value
+or stop at a dead prefix.  Only a few tokens can: those that close the lexeme with the
+bytes that complete an earlier value, those whose bytes (after the lexeme so far, or after
+an opening quote) run along an earlier value, those with escapes and those holding several
+lexemes.  They are found by look-ups on the earlier values and walked exactly; the rest of
+the plain mask stands.  The grammar engine has one walk: it asks :func:`grown_tail`,
+:func:`lexeme_end` and :func:`prefix_alive` here as a lexeme grows and ends.
 """
 
 from __future__ import annotations
@@ -25,13 +36,38 @@ import json
 
 import numpy as np
 
-__all__ = ["EMPTY_TAIL", "tracks", "grown_tail", "lexeme_end", "filter_mask"]
+from guided.grammars.distinct_values import (
+    END, RAW, RUN, decoded_segments, kind_of, open_ended, read_lexeme, reaches_new, trie_paths, value_trie, walk,
+)
+
+__all__ = ["EMPTY_TAIL", "tracks", "grown_tail", "lexeme_end", "prefix_alive", "filter_mask"]
 
 EMPTY_TAIL = (b"", None)  # (lexeme bytes, values of the run: None outside a run)
 
 
 def _value(lexeme: bytes):
     return json.loads(lexeme)
+
+
+def prefix_alive(g, q: int, tail: tuple) -> bool:
+    """Can the lexeme read so far (lexer state ``q``) still end with a value the run has not
+    written?  True as well when it may be another, not distinct, terminal."""
+    lexeme, seen = tail
+    if not seen or not lexeme:
+        return True
+    for t, s in g.lexer.pairs[q]:
+        if t < 0:
+            continue
+        if t not in g.distinct or open_ended(g, t):
+            return True
+        kind = kind_of(g, t)
+        r = read_lexeme(kind, lexeme, value_trie(seen, kind))
+        if r is None or r == "end":
+            continue  # (not this terminal's lexeme; a closed string ends through lexeme_end)
+        dec, node = r
+        if node is None or reaches_new(g.lexer.dfas[t], s, kind, dec, node):
+            return True
+    return False
 
 
 def tracks(g, p) -> bool:
@@ -67,40 +103,82 @@ def lexeme_end(g, p, best: tuple, tail: tuple) -> list:
     return out
 
 
-class _Quotes:
-    """Per vocabulary: tokens holding one ``"`` (where), those of them without a backslash
-    by the bytes before the quote, those with one, and tokens holding several quotes."""
+class _Index:
+    """Per vocabulary, the tokens that can stop at or close on an earlier value, by content:
+    with one quote (by the bytes before it, by those after it, with a backslash), with several
+    quotes, plain bytes, escapes without a quote; and for plain (integer) lexemes by their
+    leading and trailing digit runs."""
 
     def __init__(self, vocab):
-        one, multi, slash = [], [], []
-        self.by_content: dict[bytes, list[int]] = {}
+        one, multi, slash, escaped, inner = [], [], [], [], []
+        # tokens with a backslash, by their decoded bytes up to the first unescaped quote
+        # (or the end, or an unfinished escape) and after the last one
+        self.esc_first: dict[bytes, list[int]] = {}
+        self.esc_last: dict[bytes, list[int]] = {}
+        self.before: dict[bytes, list[int]] = {}
+        self.after: dict[bytes, list[int]] = {}
+        self.raw: dict[bytes, list[int]] = {}
+        self.lead: dict[bytes, list[int]] = {}  # run, then a byte that ends it
+        self.trail: dict[bytes, list[int]] = {}  # another byte, then a run to the end
+        self.run: dict[bytes, list[int]] = {}  # nothing but run bytes
         for t, data in enumerate(vocab.token_bytes):
             c = data.count(b'"')
+            if b"\\" in data:
+                segments = decoded_segments(data)
+                if segments is not None:
+                    self.esc_first.setdefault(segments[0], []).append(t)
+                    if len(segments) > 1:
+                        self.esc_last.setdefault(segments[-1], []).append(t)
             if c == 1:
                 one.append(t)
                 if b"\\" in data:
                     slash.append(t)
                 else:
-                    self.by_content.setdefault(data[: data.index(b'"')], []).append(t)
+                    at = data.index(b'"')
+                    self.before.setdefault(data[:at], []).append(t)
+                    self.after.setdefault(data[at + 1:], []).append(t)
             elif c > 1:
                 multi.append(t)
-        self.one = np.asarray(one, dtype=np.int64)
-        self.slash = np.asarray(slash, dtype=np.int64)
-        self.multi = np.asarray(multi, dtype=np.int64)
+            elif b"\\" in data:
+                escaped.append(t)
+            else:
+                self.raw.setdefault(data, []).append(t)
+            if not data:
+                continue
+            i = 0
+            while i < len(data) and data[i] in RUN:
+                i += 1
+            if i == len(data):
+                self.run.setdefault(data, []).append(t)
+                continue
+            self.lead.setdefault(data[:i], []).append(t)
+            j = len(data)
+            while data[j - 1] in RUN:
+                j -= 1
+            if j < len(data):
+                self.trail.setdefault(data[j:], []).append(t)
+            if any(b in RUN for b in data[i:j]):
+                inner.append(t)  # a whole plain lexeme may lie inside
+        self.one, self.multi, self.slash, self.escaped, self.inner = (
+            np.asarray(x, dtype=np.int64) for x in (one, multi, slash, escaped, inner))
+        for table in (self.before, self.after, self.raw, self.lead, self.trail, self.run, self.esc_first,
+                      self.esc_last):
+            for k, v in table.items():
+                table[k] = np.asarray(v, dtype=np.int64)
 
 
-def _quotes(tables) -> _Quotes:
-    hit = getattr(tables, "_distinct_quotes", None)
+def _index(tables) -> _Index:
+    hit = getattr(tables, "_distinct_index", None)
     if hit is None:
-        hit = tables._distinct_quotes = _Quotes(tables.vocab)
+        hit = tables._distinct_index = _Index(tables.vocab)
     return hit
 
 
 def filter_mask(tables, p, q: int, tail: tuple, base: np.ndarray, survives) -> np.ndarray:
     """``base`` (the plain grammar's mask of this branch) without the tokens that repeat a
-    value of the run.  Those end a distinct lexeme, so they hold a ``"``: a token that closes
-    the current lexeme is judged by its value, one with several quotes by an exact walk
-    (``survives(g, p, q, tail, token_bytes)``: the grammar's own advance)."""
+    value of the run or stop where only earlier values are left: the suspects (see the
+    module's docstring) are walked exactly (``survives(g, p, q, tail, token_bytes)``: the
+    grammar's own advance)."""
     lexeme, seen = tail
     if seen is None and not lexeme:  # outside a run: depends on (p, q) only, cached beside the masks
         key = ("distinct", p, q)
@@ -112,31 +190,76 @@ def filter_mask(tables, p, q: int, tail: tuple, base: np.ndarray, survives) -> n
     return _filter(tables, p, q, tail, base, survives)
 
 
+def _suspects(tables, q: int, tail: tuple, base: np.ndarray) -> list:
+    """Arrays of the tokens ``base`` allows that may repeat a value or stop at a dead
+    prefix; every other allowed token keeps the plain grammar's answer."""
+    g, ix = tables.g, _index(tables)
+    lexeme, seen = tail
+    out: list = [ix.multi[base[ix.multi]]]  # several lexemes in one token: always walked
+    if not seen:
+        return out
+    kinds = {kind_of(g, t) for t in g.distinct}
+    bounded = {kind_of(g, t) for t in g.distinct if not open_ended(g, t)}  # (prefixes that can die)
+    inside = bool(lexeme) and not g.lexer.is_start(q)
+    token_bytes = tables.vocab.token_bytes
+
+    def by(table: dict, key: bytes) -> None:
+        hit = table.get(key)
+        if hit is not None:
+            out.append(hit[base[hit]])
+
+    if "string" in kinds:
+        root = value_trie(seen, "string")
+        if "string" in bounded:
+            for path, _ in trie_paths(root):  # an opening quote, then bytes along an earlier value
+                if path:  # (an empty prefix has new values: an array has no more items than values)
+                    by(ix.after, path)
+                by(ix.esc_last, path)  # (an unfinished escape may have none)
+        r = read_lexeme("string", lexeme, root) if inside and lexeme[:1] == b'"' else None
+        if r is not None and r != "end" and r[1] is not None:  # (off the trie nothing can repeat)
+            dec, node = r
+            if dec == RAW:
+                for path, n in trie_paths(node):  # bytes along an earlier value, or closing on one
+                    if END in n:
+                        by(ix.before, path)
+                    if END in n or "string" in bounded:
+                        by(ix.esc_first, path)
+                    if "string" in bounded:
+                        by(ix.raw, path)
+            else:  # inside an escape: every token that finishes it on an earlier value
+                for t in np.flatnonzero(base).tolist():
+                    r2 = read_lexeme("string", lexeme + token_bytes[t], root)
+                    if r2 == "end" or (r2 is not None and r2[1] is not None and "string" in bounded):
+                        out.append([t])
+    if "plain" in kinds:
+        root = value_trie(seen, "plain")
+        out.append(ix.inner[base[ix.inner]])
+        for path, n in trie_paths(root):  # a plain lexeme that starts inside the token
+            if path and END in n:
+                by(ix.lead, path)
+            if path and "plain" in bounded:
+                by(ix.trail, path)
+                by(ix.run, path)
+        node = walk(root, lexeme) if inside and lexeme[:1] != b'"' else None
+        if node is not None:
+            for path, n in trie_paths(node):  # the lexeme so far, then a run along an earlier value
+                if END in n:
+                    by(ix.lead, path)
+                if "plain" in bounded:
+                    by(ix.run, path)
+    return out
+
+
 def _filter(tables, p, q: int, tail: tuple, base: np.ndarray, survives) -> np.ndarray:
     g = tables.g
-    lexeme, seen = tail
-    quotes = _quotes(tables)
     token_bytes = tables.vocab.token_bytes
     cleared: list = []
-    multi = quotes.multi[base[quotes.multi]]
-    for t in multi.tolist():
-        if not survives(g, p, q, tail, token_bytes[t]):
-            cleared.append(t)
-    if lexeme and seen and not g.lexer.is_start(q):
-        try:
-            so_far = _value(lexeme + b'"')  # the value read so far (fails mid-escape or mid-character)
-        except ValueError:
-            so_far = None
-        if so_far is None:  # every token that may close the lexeme, walked
-            suspects = quotes.one[base[quotes.one]].tolist()
-        else:
-            # a quote after plain bytes closes the lexeme with the value so far plus those
-            # bytes: only the bytes that complete a value of the run repeat one
-            suspects = quotes.slash[base[quotes.slash]].tolist()
-            for v in seen:
-                if v.startswith(so_far):
-                    cleared.extend(t for t in quotes.by_content.get(v[len(so_far):].encode("utf-8"), ()) if base[t])
-        for t in suspects:
+    done: set = set()
+    for group in _suspects(tables, q, tail, base):
+        for t in (group.tolist() if isinstance(group, np.ndarray) else group):
+            if t in done or not base[t]:
+                continue
+            done.add(t)
             if not survives(g, p, q, tail, token_bytes[t]):
                 cleared.append(t)
     if not cleared:

@@ -572,7 +572,9 @@ def _branch_live(g: _CompiledGrammar, p: PState, q: int, tail) -> bool:
     if lex.is_start(q):
         return p.can_continue()
     lex.rows_of(q)
-    if lex.can_extend[q]:  # (lexer states are pruned to live ones; distinct items: see distinct.py)
+    # (lexer states are pruned to live ones; a distinct item's prefix may have only earlier
+    # values left: see distinct.py)
+    if lex.can_extend[q] and (not g.distinct or distinct.prefix_alive(g, q, tail)):
         return True
     best = lex.best[q]
     return bool(best) and any(p2.can_continue() for p2, _ in _lexeme_end(g, p, best, tail))

@@ -353,7 +353,7 @@ def terminal_dfa(source: tuple) -> ByteDFA:
     try:
         if kind in ("json", "distinct"):
             return json_string_dfa(value)
-        if kind == "plain":
+        if kind in ("plain", "distinct-plain"):
             return plain_dfa(value)
         if kind == "regex":
             return _regex_dfa(value)

@@ -382,8 +382,10 @@ class _Builder:
         distinct_item = None
         if sh.unique:
             unique = self.unique_alts(sh, P)
-            if isinstance(unique, str):  # items are distinct strings: the engine compares them
-                distinct_item = unique
+            if isinstance(unique, tuple):  # items are distinct strings or integers: the engine compares them
+                distinct_item, most = unique
+                if most is not None:  # a finite item language: no more items than values
+                    M = most if M is None else min(M, most)
             elif unique is not None:
                 return unique
         values = []
@@ -449,15 +451,15 @@ class _Builder:
             values = self.finite_values(subs)
             if values is None:
                 if i < n_prefix or sh.max_items is None or sh.max_items > n_prefix:
-                    distinct = self.distinct_strings(subs) if n_prefix == 0 else None
+                    distinct = self.distinct_items(subs, sh) if n_prefix == 0 else None
                     if distinct is not None:
                         return distinct
                     if not self.ctx.strict:
                         return None
                     raise UnsupportedSchemaError(
                         "uniqueItems", sh.unique, "distinct items are supported from finite sets (enum, const, "
-                        "boolean, null) and as strings whose every prefix has infinitely many completions "
-                        "(no maxLength, no finite pattern), without prefixItems; not numbers, objects or arrays")
+                        "boolean, null), as strings and as integers, without prefixItems; not other numbers, "
+                        "objects or arrays")
                 values = []  # no item can be there (maxItems)
             indices = set()
             for v, spellings in values:
@@ -473,23 +475,43 @@ class _Builder:
         family = UniqueValues([sp for _, sp in found], positions[:-1], positions[-1], sh.min_items, sh.max_items)
         return self.family_alts(family, _LSQB, _RSQB)
 
-    def distinct_strings(self, subs: tuple) -> str | None:
-        """The terminal of items that are strings compared by the engine (their names join
-        ``distinct``), or None when the items are not plainly strings.
+    def distinct_items(self, subs: tuple, sh: Shape) -> tuple | list | None:
+        """``(terminal, most items)`` for items that the engine keeps distinct (the terminal
+        joins ``distinct``): strings, or integers written as integers (one spelling per
+        value but ``-0``).  ``[]`` when fewer values exist than ``minItems`` asks for; None
+        when the items are not plainly one of those.
 
-        Exact only where every prefix of an item can still be completed in infinitely many
-        ways: then no prefix is dead for having only earlier items as completions, and the
-        engine needs to check an item only when it is complete (``co_infinite``).
+        The engine checks each item as it ends, and each prefix for a value not written
+        yet (:mod:`guided.grammars.distinct`), so bounded languages (``maxLength``, finite
+        patterns, integer ranges) are exact too.  An item language of at most
+        ``MAX_CHAIN`` values also bounds the array's length by its number of values, so the
+        array cannot run out of new items; a larger finite one could only past
+        ``MAX_CHAIN`` items, which is not counted.
         """
         item = self.item_shapes(subs)
         shapes = [] if item is None else list(item[1])
-        if len(shapes) != 1 or shapes[0].enum is not None or shapes[0].types != {"string"}:
+        if len(shapes) != 1 or shapes[0].enum is not None:
             return None
-        sh = shapes[0]
-        lang = self.ctx.string_language(sh)
-        if not rx.co_infinite(lang):
+        s = shapes[0]
+        if s.types == {"string"}:
+            lang, source = self.ctx.string_language(s), "distinct"
+        elif s.types <= {"integer", "number"} and "integer" in s.types:
+            lang, source = self.number_node(s), "distinct-plain"
+            if lang is None or not rx.is_empty(rx.difference(lang, _PLAIN_INTEGERS)):
+                return None  # other spellings of one value (2.0, 2e0): not kept distinct
+        else:
             return None
-        return self.terminal(("distinct", lang), ("uniqueItems", sh.pointer))
+        if rx.is_empty(lang):
+            return None
+        try:
+            count = rx.count_words(lang, MAX_CHAIN + 2)
+        except rx.RegexUnsupported:
+            return None
+        if source == "distinct-plain" and rx.matches(lang, "-0") and rx.matches(lang, "0"):
+            count -= 1  # one value
+        if count < sh.min_items:
+            return []
+        return self.terminal((source, lang), ("uniqueItems", s.pointer)), (count if count <= MAX_CHAIN else None)
 
     def item_shapes(self, subs: tuple) -> tuple[tuple, Iterator] | None:
         """``(the distinct schemas of subs, the merged shapes of their branches)`` for an item
@@ -754,7 +776,7 @@ class _Builder:
                     if sym in _BOUNDED:
                         term, regex = _BOUNDED[sym]
                         terminals[term] = ("regex", regex)
-        distinct = frozenset(n for n, source in terminals.items() if source[0] == "distinct")
+        distinct = frozenset(n for n, source in terminals.items() if source[0] in ("distinct", "distinct-plain"))
         return SchemaGrammar(start, rules, terminals, whitespace, dict(self.origins), self.families, distinct)
 
 
@@ -816,7 +838,7 @@ def terminal_regex(source: tuple) -> str:
     kind, value = source
     if kind in ("json", "distinct"):
         return rx.json_string_regex(value)
-    if kind == "plain":
+    if kind in ("plain", "distinct-plain"):
         return rx.plain_regex(value)
     if kind == "regex":
         return value
@@ -968,6 +990,7 @@ def _prune(rules: dict, start: str, terminals: set, families: list = ()) -> dict
     return {k: v for k, v in cleaned.items() if k in reach}
 
 
+_PLAIN_INTEGERS = rx.pattern_language(r"^-?(?:0|[1-9][0-9]*)$")  # integers as integers (and -0)
 _ZERO_FRACTION = rx.opt(rx.seq(rx.lit("."), rx.rep(rx.lit("0"), 1, None)))  # 2.0 is the integer 2
 
 

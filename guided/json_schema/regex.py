@@ -1725,34 +1725,60 @@ def dfa_of(n: Node) -> DFA:
     return d
 
 
-def co_infinite(n: Node) -> bool:
-    """True when the language is not empty and every prefix of one of its words has
-    infinitely many completions in it (``[a-z]+``, any string with a ``minLength``; not
-    ``maxLength``, not ``a|b+``).  Too large a language answers False.
+def count_words(n: Node, cap: int) -> int:
+    """How many words ``n`` has, counted up to ``cap`` (``min(cap, |n|)``).
 
-    In a minimal DFA whose reachable states all lead to acceptance, a state has infinitely
-    many completions iff it reaches a cycle: so, iff no reachable state is a dead end.
+        >>> count_words(pattern_language("^[ab]{1,2}$"), 10)
+        6
     """
-    if isinstance(n, Counted):
-        return False  # a finite language
-    try:
-        d = dfa_of(n)
-    except RegexUnsupported:
-        return False
+    inner, lo, hi = (n.node, n.lo, n.hi) if isinstance(n, Counted) else (n, 0, None)
+    d = dfa_of(inner)
     alive = d.live()
-    if not alive[0]:
-        return False
-    seen = {0}
-    stack = [0]
-    while stack:
-        s = stack.pop()
-        nexts = {t for t in d.trans[s] if alive[t]}
-        if not nexts:
-            return False
-        for t in nexts - seen:
-            seen.add(t)
-            stack.append(t)
-    return True
+    width = [sum(b - a + 1 for a, b in atom.ranges) for atom in d.part.atoms]
+    if hi is None:  # a cycle through live states: infinitely many words
+        order: list[int] = []
+        mark = [0] * len(d.trans)  # 0 new, 1 on the path, 2 done
+        stack = [(0, iter(set(d.trans[0])))] if alive[0] else []
+        mark[0] = 1
+        while stack:
+            s, it = stack[-1]
+            for t in it:
+                if not alive[t]:
+                    continue
+                if mark[t] == 1:
+                    return cap
+                if mark[t] == 0:
+                    mark[t] = 1
+                    stack.append((t, iter(set(d.trans[t]))))
+                    break
+            else:
+                stack.pop()
+                mark[s] = 2
+                order.append(s)
+        count = [0] * len(d.trans)
+        for s in order:  # successors first
+            c = 1 if d.accept[s] else 0
+            for a, t in enumerate(d.trans[s]):
+                if alive[t]:
+                    c = min(cap, c + width[a] * count[t])
+            count[s] = c
+        return count[0] if alive[0] else 0
+    if len(d.trans) * (hi + 1) > 300_000:
+        raise RegexUnsupported("counting the words of too large a length-limited language")
+    nxt = [0] * len(d.trans)  # words from each state with c + 1 characters read
+    for c in range(hi, -1, -1):
+        cur = [0] * len(d.trans)
+        for s in range(len(d.trans)):
+            if not alive[s]:
+                continue
+            k = 1 if d.accept[s] and c >= lo else 0
+            if c < hi:
+                for a, t in enumerate(d.trans[s]):
+                    if nxt[t]:
+                        k = min(cap, k + width[a] * nxt[t])
+            cur[s] = k
+        nxt = cur
+    return nxt[0]
 
 
 def _dfas(*nodes: Node) -> list[DFA]:

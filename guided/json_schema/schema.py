@@ -45,18 +45,19 @@ up to draft 7 a ``$ref`` hides its sibling keywords.  ``unevaluatedProperties``/
 ``boolean``, ``null`` and their combinations, enum values that are objects or arrays
 included; equal numbers such as ``1`` and ``1.0`` are one value): the parser state
 carries the set of values written, and an item equal to an earlier one is never allowed.
-It is exact too where the items are strings whose every prefix has infinitely many
-completions (``{"type": "string"}``, ``minLength``, ``format``, patterns such as
-``^[a-z]+$``; not ``maxLength``): the grammar state carries the values of the array's
-items as they end (:mod:`guided.grammars.distinct`; ``"a"`` and ``"\\u0061"`` are one
-value), a token that would end an item equal to an earlier one is masked, and no prefix
-can be dead for lack of new values.
+It is exact too where the items are strings (any ``maxLength``, ``format`` or
+``pattern``) or integers: the grammar state carries the values of the array's items
+(:mod:`guided.grammars.distinct`; ``"a"`` and ``"\\u0061"`` are one value, so are ``0``
+and ``-0``), a token that would end an item equal to an earlier one is masked, and so is
+one that stops at a prefix whose every completion was already written.  An item language of
+at most 3,000 values also caps the array's length at its number of values; a larger finite
+one (``maxLength: 2`` strings) could run out of new values only past 3,000 items, which is
+not counted.
 
 Refused (``UnsupportedSchemaError``, with keyword and JSON pointer): ``uniqueItems: true``
-over other infinite item sets (numbers, objects, arrays, any value, strings with a
-``maxLength`` or a finite pattern) or with ``prefixItems`` over an infinite set (a mask
-would have to know, before an item is complete, whether every completion equals an
-earlier item), ``contains``, formats ``regex``/``uri-template``/``idn-email``/``idn-hostname``,
+over other infinite item sets (non-integer numbers, whose equal values have spellings no
+regular language pairs up, ``1`` = ``10e-1`` = ``100e-2``; objects, arrays, any value) or
+with ``prefixItems`` over an infinite set, ``contains``, formats ``regex``/``uri-template``/``idn-email``/``idn-hostname``,
 ``$dynamicRef`` to dynamic anchors, remote ``$ref``, negations and overlapping ``oneOf``
 branches whose complement is not expressible (``format``, ``multipleOf``,
 ``patternProperties``, ``items``...), patterns with back-references, lookaround, word

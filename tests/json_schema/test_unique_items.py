@@ -1,5 +1,5 @@
-"""``uniqueItems: true`` over items from a finite set (enum, const, boolean, null), and over
-strings whose every prefix has infinitely many completions: exact.
+"""``uniqueItems: true`` over items from a finite set (enum, const, boolean, null), over
+strings and over integers: exact.
 
 Acceptance is compared with the ``jsonschema`` validator on generated arrays (duplicates
 included), and masks token by token (Llama-3) with the same grammar where every sequence
@@ -101,14 +101,14 @@ def test_too_few_distinct_values_for_min_items():
 
 
 def test_other_infinite_item_sets_are_refused_with_keyword_and_pointer(vocab):
-    refused = ({"type": "string", "maxLength": 3}, {"type": "string", "pattern": "^(a|b+)$"}, {"type": "integer"},
-               {"type": "object"}, True, {"type": ["string", "null"]})
+    refused = ({"type": "number"}, {"type": "number", "multipleOf": 1}, {"type": "object"}, True,
+               {"type": ["string", "null"]}, {"type": ["string", "integer"]})
     for items in refused:
         with pytest.raises(UnsupportedSchemaError) as e:
             JSONSchema({"type": "object", "properties": {"a": {"type": "array", "items": items, "uniqueItems": True}}})
         assert e.value.keyword == "uniqueItems" and e.value.pointer == "#/properties/a/uniqueItems", items
-    relaxed = JSONSchema({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, strict=False)
-    assert accepts(relaxed, vocab, '[1, 1]')  # documented: not kept distinct when relaxed
+    relaxed = JSONSchema({"type": "array", "items": {"type": "object"}, "uniqueItems": True}, strict=False)
+    assert accepts(relaxed, vocab, '[{}, {}]')  # documented: not kept distinct when relaxed
 
 
 # -- strings: the engine compares each item with the array's earlier ones (grammars/distinct.py) --
@@ -220,3 +220,133 @@ def test_distinct_strings_stay_distinct_when_embedded(vocab):
     assert accepts(tags, vocab, 'hi <a>["a", "b"]</a>') and not accepts(tags, vocab, 'hi <a>["a", "a"]</a>')
     with pytest.raises(ValueError, match="lazy families"):  # enum items are a parser family: not embeddable
         Grammar('start: "x" %json {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true}')
+
+
+# -- bounded items: a prefix whose completions are all earlier items is dead --------------------
+BOUNDED = [
+    {"type": "array", "items": {"type": "string", "pattern": "^[ab]{1,2}$"}, "uniqueItems": True},
+    {"type": "array", "items": {"type": "string", "maxLength": 1, "pattern": "^[a-c\\n\"]*$"}, "uniqueItems": True,
+     "minItems": 2},
+    {"type": "array", "items": {"type": "integer", "minimum": -3, "maximum": 12}, "uniqueItems": True},
+    {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "maxItems": 4},
+    {"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "string", "maxLength": 2},
+                                              "uniqueItems": True, "minItems": 1}}},
+]
+SMALL = st.one_of(st.sampled_from(["a", "b", "aa", "ab", "ba", "bb", "", "c", "\n", '"', "abc", "é"]),
+                  st.integers(-4, 13), st.sampled_from([0, -0, 100, -100]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), items=st.lists(SMALL, max_size=6), whitespace=st.sampled_from(["bounded", "compact"]))
+def test_bounded_items_are_accepted_iff_valid(vocab, data, items, whitespace):
+    # 0 is sometimes written -0 (one value)
+    spelled = [("-0" if x == 0 and data.draw(st.booleans()) else str(x)) if isinstance(x, int)
+               else json.dumps(x, ensure_ascii=False) for x in items]
+    for schema in BOUNDED:
+        value = {"ids": items} if schema["type"] == "object" else items
+        valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+        sep = "," if whitespace == "compact" else ", "
+        text = "[" + sep.join(spelled) + "]"
+        text = '{"ids":' + text + "}" if schema["type"] == "object" else text
+        c = _compiled(json.dumps(schema), whitespace)
+        assert accepts(c, vocab, text) == valid, (schema, text)
+
+
+def _no_dead_ends(c: JSONSchema, vocab, seed: int, steps: int = 60) -> None:
+    """A random walk over allowed tokens (whitespace rarely) never reaches a state with an
+    empty mask that does not accept, and every token the mask allows advances."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(seed)
+    state = c.start(vocab)
+    out = b""
+    for _ in range(steps):
+        ids = np.flatnonzero(state.allowed_mask())
+        if state.is_accepting() and (not len(ids) or rng.random() < 0.05):
+            break
+        assert len(ids), out
+        solid = [t for t in ids.tolist() if vocab.token_bytes[t].strip()]
+        t = rng.choice(solid if solid and rng.random() < 0.95 else ids.tolist())
+        out += vocab.token_bytes[t]
+        state = state.advance(t)
+        assert state is not None, out
+    return out
+
+
+@pytest.mark.parametrize("schema", BOUNDED)
+def test_bounded_items_never_dead_end(vocab, schema):
+    c = _compiled(json.dumps(schema), "bounded")
+    finished = 0
+    for seed in range(25):
+        out = _no_dead_ends(c, vocab, seed)
+        try:
+            value = json.loads(out)
+        except ValueError:
+            continue
+        finished += 1
+        assert jsonschema.Draft202012Validator(schema).is_valid(value), out
+    assert finished
+
+
+@pytest.mark.parametrize("prefix, schema", [
+    ('["a","aa","ab",', BOUNDED[0]), ('["b","a","ab",', BOUNDED[0]), ('["a","\\n",', BOUNDED[1]),
+    ('["', BOUNDED[1]), ('[1,10,11,12,', BOUNDED[2]), ('[0,', BOUNDED[2]), ('[-1,-2,', BOUNDED[2]),
+    ('[5,50,', BOUNDED[3]), ('{"ids":["x","x\\', BOUNDED[4]), ('{"ids":["é","', BOUNDED[4]),
+])
+def test_bounded_masks_equal_token_advances(vocab, prefix, schema):
+    # every token that can stop on or close an item, and a sample of the rest
+    c = _compiled(json.dumps(schema), "compact")
+    state = c.start(vocab).advance_bytes(prefix.encode("utf-8"))
+    mask = state.allowed_mask()
+    suspects = [t for t, b in enumerate(vocab.token_bytes)
+                if b'"' in b or b"\\" in b or any(ch in b for ch in b"-0123456789") or len(b) <= 2]
+    sample = suspects + list(range(0, vocab.size, 61))
+    wrong = [vocab.token_bytes[t] for t in sample if bool(mask[t]) != (state.advance(t) is not None)]
+    assert not wrong, (prefix, wrong[:5])
+
+
+def test_bounded_prefixes_with_only_earlier_completions_are_masked(vocab):
+    c = _compiled(json.dumps(BOUNDED[0]), "compact")
+    state = c.start(vocab).advance_bytes(b'["a","aa","ab",')
+    assert not state.allowed_mask()[vocab.bytes_to_id[b'"a']]  # "a, "aa, "ab were all written
+    assert state.advance(vocab.bytes_to_id[b'"']) is not None
+    ints = _compiled(json.dumps(BOUNDED[2]), "compact")
+    state = ints.start(vocab).advance_bytes(b"[1,10,11,12,")
+    assert not state.allowed_mask()[vocab.bytes_to_id[b"1"]] and state.allowed_mask()[vocab.bytes_to_id[b"2"]]
+    assert ints.start(vocab).advance_bytes(b"[0,-0]") is None  # one value
+    # no more items than values: [ab]{1,2} has six
+    assert not accepts(c, vocab, '["a","b","aa","ab","ba","bb","a"]') and accepts(c, vocab, '["a","b","aa","ab","ba","bb"]')
+    assert c.start(vocab).advance_bytes(b'["a","b","aa","ab","ba","bb",') is None
+
+
+def _spellings_of(value: str) -> list[str]:
+    """Every JSON spelling a constrained string takes: raw, or by short or \\u00XX escape."""
+    ways = {"a": ["a"], "\n": ["\\n", "\\u000a", "\\u000A"], "/": ["/", "\\/"], '"': ['\\"']}
+    out = [""]
+    for ch in value:
+        out = [o + w for o in out for w in ways[ch]]
+    return ['"' + o + '"' for o in out]
+
+
+ESCAPED = {"type": "array", "items": {"type": "string", "pattern": '^[a\\n/"]{0,2}$'}, "uniqueItems": True}
+ESCAPED_VALUES = [""] + list('a\n/"') + [x + y for x in 'a\n/"' for y in 'a\n/"']
+RANGE = {"type": "array", "items": {"type": "integer", "minimum": -12, "maximum": 12}, "uniqueItems": True}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_prefix_liveness_equals_brute_force(vocab, data):
+    # a prefix of an item is live iff some spelling it starts has a value not written yet
+    for schema, values, spell in ((ESCAPED, ESCAPED_VALUES, _spellings_of),
+                                  (RANGE, list(range(-12, 13)), lambda v: [str(v)] + (["-0"] if v == 0 else []))):
+        c = _compiled(json.dumps(schema), "compact")
+        seen = data.draw(st.lists(st.sampled_from(values), unique=True, max_size=len(values) - 1))
+        written = "[" + "".join(data.draw(st.sampled_from(spell(v))) + "," for v in seen)
+        every = [(w, v) for v in values for w in spell(v)]
+        word, _ = data.draw(st.sampled_from(every))
+        prefix = word[: data.draw(st.integers(1, len(word) - (1 if schema is ESCAPED else 0)))]
+        expected = any(w.startswith(prefix) and v not in seen for w, v in every)
+        state = c.start(vocab).advance_bytes((written + prefix).encode())
+        assert (state is not None and state.is_live()) == expected, (written, prefix)

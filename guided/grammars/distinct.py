@@ -33,6 +33,7 @@ the plain mask stands.  The grammar engine has one walk: it asks :func:`grown_ta
 from __future__ import annotations
 
 import json
+import weakref
 
 import numpy as np
 
@@ -103,74 +104,81 @@ def lexeme_end(g, p, best: tuple, tail: tuple) -> list:
     return out
 
 
-class _Index:
-    """Per vocabulary, the tokens that can stop at or close on an earlier value, by content:
-    with one quote (by the bytes before it, by those after it, with a backslash), with several
-    quotes, plain bytes, escapes without a quote; and for plain (integer) lexemes by their
-    leading and trailing digit runs."""
+class _StringIndex:
+    """Per vocabulary, the tokens with a quote or a backslash by content: with one quote (by
+    the bytes before it and after it), with several quotes, and with a backslash (by their
+    decoded bytes up to the first unescaped quote and after the last one)."""
 
     def __init__(self, vocab):
-        one, multi, slash, escaped, inner = [], [], [], [], []
-        # tokens with a backslash, by their decoded bytes up to the first unescaped quote
-        # (or the end, or an unfinished escape) and after the last one
-        self.esc_first: dict[bytes, list[int]] = {}
-        self.esc_last: dict[bytes, list[int]] = {}
-        self.before: dict[bytes, list[int]] = {}
-        self.after: dict[bytes, list[int]] = {}
-        self.raw: dict[bytes, list[int]] = {}
-        self.lead: dict[bytes, list[int]] = {}  # run, then a byte that ends it
-        self.trail: dict[bytes, list[int]] = {}  # another byte, then a run to the end
-        self.run: dict[bytes, list[int]] = {}  # nothing but run bytes
+        multi: list[int] = []
+        before: dict[bytes, list[int]] = {}
+        after: dict[bytes, list[int]] = {}
+        esc_first: dict[bytes, list[int]] = {}
+        esc_last: dict[bytes, list[int]] = {}
         for t, data in enumerate(vocab.token_bytes):
+            if b'"' not in data and b"\\" not in data:
+                continue
             c = data.count(b'"')
             if b"\\" in data:
                 segments = decoded_segments(data)
                 if segments is not None:
-                    self.esc_first.setdefault(segments[0], []).append(t)
+                    esc_first.setdefault(segments[0], []).append(t)
                     if len(segments) > 1:
-                        self.esc_last.setdefault(segments[-1], []).append(t)
-            if c == 1:
-                one.append(t)
-                if b"\\" in data:
-                    slash.append(t)
-                else:
-                    at = data.index(b'"')
-                    self.before.setdefault(data[:at], []).append(t)
-                    self.after.setdefault(data[at + 1:], []).append(t)
-            elif c > 1:
+                        esc_last.setdefault(segments[-1], []).append(t)
+            elif c == 1:
+                at = data.index(b'"')
+                before.setdefault(data[:at], []).append(t)
+                after.setdefault(data[at + 1:], []).append(t)
+            if c > 1:
                 multi.append(t)
-            elif b"\\" in data:
-                escaped.append(t)
-            else:
-                self.raw.setdefault(data, []).append(t)
-            if not data:
+        self.multi = np.asarray(multi, dtype=np.int64)
+        self.before, self.after, self.esc_first, self.esc_last = (
+            {k: np.asarray(v, dtype=np.int64) for k, v in d.items()} for d in (before, after, esc_first, esc_last))
+
+
+class _PlainIndex:
+    """Per vocabulary, the tokens that hold a plain (integer) lexeme's bytes, by their
+    leading run (then a byte that ends it), trailing run, or whole content; those with a
+    run between other bytes; and those that start with a byte that ends a run."""
+
+    def __init__(self, vocab):
+        lead: dict[bytes, list[int]] = {}
+        trail: dict[bytes, list[int]] = {}
+        run: dict[bytes, list[int]] = {}
+        inner: list[int] = []
+        for t, data in enumerate(vocab.token_bytes):
+            if not data or RUN.isdisjoint(data):
                 continue
             i = 0
             while i < len(data) and data[i] in RUN:
                 i += 1
             if i == len(data):
-                self.run.setdefault(data, []).append(t)
+                run.setdefault(data, []).append(t)
                 continue
-            self.lead.setdefault(data[:i], []).append(t)
+            if i:
+                lead.setdefault(data[:i], []).append(t)
             j = len(data)
             while data[j - 1] in RUN:
                 j -= 1
             if j < len(data):
-                self.trail.setdefault(data[j:], []).append(t)
-            if any(b in RUN for b in data[i:j]):
-                inner.append(t)  # a whole plain lexeme may lie inside
-        self.one, self.multi, self.slash, self.escaped, self.inner = (
-            np.asarray(x, dtype=np.int64) for x in (one, multi, slash, escaped, inner))
-        for table in (self.before, self.after, self.raw, self.lead, self.trail, self.run, self.esc_first,
-                      self.esc_last):
-            for k, v in table.items():
-                table[k] = np.asarray(v, dtype=np.int64)
+                trail.setdefault(data[j:], []).append(t)
+            if i and j < len(data) or any(b in RUN for b in data[i:j]):
+                inner.append(t)  # two plain lexemes meet in it, or a whole one lies inside
+        first = np.asarray([d[0] if d else 0x30 for d in vocab.token_bytes], dtype=np.uint8)
+        lead[b""] = np.flatnonzero(~np.isin(first, np.frombuffer(bytes(sorted(RUN)), dtype=np.uint8)))
+        self.inner = np.asarray(inner, dtype=np.int64)
+        self.lead, self.trail, self.run = (
+            {k: np.asarray(v, dtype=np.int64) for k, v in d.items()} for d in (lead, trail, run))
 
 
-def _index(tables) -> _Index:
-    hit = getattr(tables, "_distinct_index", None)
+_INDEXES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _index(vocab, kind: str):
+    per_vocab = _INDEXES.setdefault(vocab, {})
+    hit = per_vocab.get(kind)
     if hit is None:
-        hit = tables._distinct_index = _Index(tables.vocab)
+        hit = per_vocab[kind] = _StringIndex(vocab) if kind == "string" else _PlainIndex(vocab)
     return hit
 
 
@@ -193,22 +201,30 @@ def filter_mask(tables, p, q: int, tail: tuple, base: np.ndarray, survives) -> n
 def _suspects(tables, q: int, tail: tuple, base: np.ndarray) -> list:
     """Arrays of the tokens ``base`` allows that may repeat a value or stop at a dead
     prefix; every other allowed token keeps the plain grammar's answer."""
-    g, ix = tables.g, _index(tables)
+    g, vocab = tables.g, tables.vocab
     lexeme, seen = tail
-    out: list = [ix.multi[base[ix.multi]]]  # several lexemes in one token: always walked
+    kinds = {kind_of(g, t) for t in g.distinct}
+    out: list = []
+    for kind in kinds:  # several lexemes in one token: always walked
+        ix = _index(vocab, kind)
+        out.append(ix.multi[base[ix.multi]] if kind == "string" else ix.inner[base[ix.inner]])
     if not seen:
         return out
-    kinds = {kind_of(g, t) for t in g.distinct}
     bounded = {kind_of(g, t) for t in g.distinct if not open_ended(g, t)}  # (prefixes that can die)
     inside = bool(lexeme) and not g.lexer.is_start(q)
-    token_bytes = tables.vocab.token_bytes
 
     def by(table: dict, key: bytes) -> None:
         hit = table.get(key)
         if hit is not None:
             out.append(hit[base[hit]])
 
+    def raw(key: bytes) -> None:
+        t = vocab.bytes_to_id.get(key)
+        if t is not None and b'"' not in key and b"\\" not in key and base[t]:
+            out.append([t])
+
     if "string" in kinds:
+        ix = _index(vocab, "string")
         root = value_trie(seen, "string")
         if "string" in bounded:
             for path, _ in trie_paths(root):  # an opening quote, then bytes along an earlier value
@@ -225,15 +241,15 @@ def _suspects(tables, q: int, tail: tuple, base: np.ndarray) -> list:
                     if END in n or "string" in bounded:
                         by(ix.esc_first, path)
                     if "string" in bounded:
-                        by(ix.raw, path)
+                        raw(path)
             else:  # inside an escape: every token that finishes it on an earlier value
                 for t in np.flatnonzero(base).tolist():
-                    r2 = read_lexeme("string", lexeme + token_bytes[t], root)
+                    r2 = read_lexeme("string", lexeme + vocab.token_bytes[t], root)
                     if r2 == "end" or (r2 is not None and r2[1] is not None and "string" in bounded):
                         out.append([t])
     if "plain" in kinds:
+        ix = _index(vocab, "plain")
         root = value_trie(seen, "plain")
-        out.append(ix.inner[base[ix.inner]])
         for path, n in trie_paths(root):  # a plain lexeme that starts inside the token
             if path and END in n:
                 by(ix.lead, path)

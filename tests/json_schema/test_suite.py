@@ -43,9 +43,9 @@ EXPECTED_UNSUPPORTED = {
     "contains": ({"contains"}, "whether some item matches is not a per-position constraint"),
     "maxContains": ({"contains"}, "same"),
     "minContains": ({"contains"}, "same"),
-    "uniqueItems": ({"uniqueItems"}, "distinct items are exact for finite item sets (enum, const, boolean, null) "
-                                     "and for strings; other items (any value, numbers, objects, arrays) and "
-                                     "prefixItems with infinite item sets are refused"),
+    "uniqueItems": ({"uniqueItems"}, "distinct items are exact for finite item sets (enum, const, boolean, null), "
+                                     "strings and integers; other items (any value, non-integer numbers, objects, "
+                                     "arrays) and prefixItems with infinite item sets are refused"),
     "unevaluatedItems": ({"unevaluatedItems", "$dynamicRef", "contains", "not", "oneOf"},
                          "needs annotations collected across applicators (supported only where it equals items)"),
     "unevaluatedProperties": ({"unevaluatedProperties", "$dynamicRef", "oneOf"},

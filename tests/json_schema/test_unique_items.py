@@ -218,6 +218,10 @@ def test_distinct_strings_stay_distinct_when_embedded(vocab):
     tags = StructuralTag([Tag("<a>", JSONSchema(unique), "</a>")], triggers=["<a>"])
     assert accepts(lark, vocab, 'x["a", "b"]') and not accepts(lark, vocab, 'x["a", "a"]')
     assert accepts(tags, vocab, 'hi <a>["a", "b"]</a>') and not accepts(tags, vocab, 'hi <a>["a", "a"]</a>')
+    ints = Grammar('start: "x" %json ' + json.dumps({"type": "array", "items": {"type": "integer", "maximum": 2,
+                                                                               "minimum": 1}, "uniqueItems": True}))
+    assert accepts(ints, vocab, "x[2, 1]") and not accepts(ints, vocab, "x[1, 1]") and not accepts(ints, vocab, "x[1, 2, ")
+    assert ints.start(vocab).advance_bytes(b"x[1, 2").is_live() and not ints.start(vocab).advance_bytes(b"x[2, 2").is_live()
     with pytest.raises(ValueError, match="lazy families"):  # enum items are a parser family: not embeddable
         Grammar('start: "x" %json {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true}')
 

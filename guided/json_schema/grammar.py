@@ -501,11 +501,11 @@ class _Builder:
                 return None  # other spellings of one value (2.0, 2e0): not kept distinct
         else:
             return None
-        if rx.is_empty(lang):
-            return None
         try:
             count = rx.count_words(lang, MAX_CHAIN + 2)
         except rx.RegexUnsupported:
+            return None
+        if count == 0:
             return None
         if source == "distinct-plain" and rx.matches(lang, "-0") and rx.matches(lang, "0"):
             count -= 1  # one value

@@ -1731,6 +1731,9 @@ def count_words(n: Node, cap: int) -> int:
         >>> count_words(pattern_language("^[ab]{1,2}$"), 10)
         6
     """
+    quick = _count_fixed(n, cap)
+    if quick is not None:
+        return quick
     inner, lo, hi = (n.node, n.lo, n.hi) if isinstance(n, Counted) else (n, 0, None)
     d = dfa_of(inner)
     alive = d.live()
@@ -1779,6 +1782,38 @@ def count_words(n: Node, cap: int) -> int:
             cur[s] = k
         nxt = cur
     return nxt[0]
+
+
+def _count_fixed(n: Node, cap: int) -> int | None:
+    """``count_words`` without an automaton where the structure makes it exact: character
+    sets, sequences of fixed-length parts, repeats of one (``.{0,4096}``); else None."""
+    if isinstance(n, Chars):
+        return min(cap, sum(hi - lo + 1 for lo, hi in n.cs.ranges))
+    if isinstance(n, Seq) and all(min_len(p) == max_len(p) for p in n.parts):
+        total = 1
+        for p in n.parts:
+            c = _count_fixed(p, cap)
+            if c is None:
+                return None
+            total = min(cap, total * c)
+        return total
+    if isinstance(n, Rep) and min_len(n.node) is not None and min_len(n.node) == max_len(n.node) > 0:
+        c = _count_fixed(n.node, cap)
+        if c is None:
+            return None
+        if c == 0:
+            return 1 if n.lo == 0 else 0
+        if n.hi is None:
+            return cap
+        total, power = 0, 1
+        for k in range(n.hi + 1):  # words of k repeats (each length its own)
+            if k >= n.lo:
+                total = min(cap, total + power)
+            if total >= cap:
+                break
+            power = min(cap, power * c)
+        return total
+    return None
 
 
 def _dfas(*nodes: Node) -> list[DFA]:

@@ -304,3 +304,18 @@ def test_formats(name):
 
 def test_unknown_format_has_no_language():
     assert format_language("int32") is None
+
+
+@pytest.mark.parametrize("pattern", [
+    "^[ab]{1,2}$", "^(a|ab)(b|)$", "^a?b?a?$", "^(?:ab|ba)*$", "^[a-c]{2}x?$", "^(?:a|b){0,3}b$", "^$", "^[ab]+$",
+])
+def test_count_words_equals_enumeration(pattern):
+    import itertools
+
+    n = rx.pattern_language(pattern)
+    words = {"".join(w) for k in range(7) for w in itertools.product("abcx", repeat=k) if rx.matches(n, "".join(w))}
+    finite = rx.max_len(n) != rx.INF
+    assert rx.count_words(n, 10_000) == (len(words) if finite else 10_000)
+    assert rx.count_words(n, 2) == min(2, len(words))
+    limited = rx.with_length(n, 1, 3)
+    assert rx.count_words(limited, 10_000) == len({w for w in words if 1 <= len(w) <= 3})

@@ -146,6 +146,7 @@ class _PlainIndex:
         trail: dict[bytes, list[int]] = {}
         run: dict[bytes, list[int]] = {}
         inner: list[int] = []
+        trailing: list[int] = []  # another byte, then a run: ends a lexeme and starts the next
         for t, data in enumerate(vocab.token_bytes):
             if not data or RUN.isdisjoint(data):
                 continue
@@ -162,11 +163,13 @@ class _PlainIndex:
                 j -= 1
             if j < len(data):
                 trail.setdefault(data[j:], []).append(t)
+                trailing.append(t)
             if i and j < len(data) or any(b in RUN for b in data[i:j]):
                 inner.append(t)  # two plain lexemes meet in it, or a whole one lies inside
         first = np.asarray([d[0] if d else 0x30 for d in vocab.token_bytes], dtype=np.uint8)
         lead[b""] = np.flatnonzero(~np.isin(first, np.frombuffer(bytes(sorted(RUN)), dtype=np.uint8)))
         self.inner = np.asarray(inner, dtype=np.int64)
+        self.trailing = np.asarray(trailing, dtype=np.int64)
         self.lead, self.trail, self.run = (
             {k: np.asarray(v, dtype=np.int64) for k, v in d.items()} for d in (lead, trail, run))
 
@@ -204,14 +207,19 @@ def _suspects(tables, q: int, tail: tuple, base: np.ndarray) -> list:
     g, vocab = tables.g, tables.vocab
     lexeme, seen = tail
     kinds = {kind_of(g, t) for t in g.distinct}
+    inside = bool(lexeme) and not g.lexer.is_start(q)
     out: list = []
     for kind in kinds:  # several lexemes in one token: always walked
         ix = _index(vocab, kind)
-        out.append(ix.multi[base[ix.multi]] if kind == "string" else ix.inner[base[ix.inner]])
+        if kind == "string":
+            out.append(ix.multi[base[ix.multi]])
+        else:
+            out.append(ix.inner[base[ix.inner]])
+            if inside and lexeme[:1] != b'"':  # the lexeme ends in the token and another starts
+                out.append(ix.trailing[base[ix.trailing]])
     if not seen:
         return out
     bounded = {kind_of(g, t) for t in g.distinct if not open_ended(g, t)}  # (prefixes that can die)
-    inside = bool(lexeme) and not g.lexer.is_start(q)
 
     def by(table: dict, key: bytes) -> None:
         hit = table.get(key)

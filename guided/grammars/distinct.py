@@ -38,7 +38,8 @@ import weakref
 import numpy as np
 
 from guided.grammars.distinct_values import (
-    END, RAW, RUN, decoded_segments, kind_of, open_ended, read_lexeme, reaches_new, trie_paths, value_trie, walk,
+    END, RAW, RUN, decoded_segments, kind_of, open_ended, read_lexeme, read_more, reaches_new, trie_paths, value_trie,
+    walk,
 )
 
 __all__ = ["EMPTY_TAIL", "tracks", "grown_tail", "lexeme_end", "prefix_alive", "filter_mask"]
@@ -252,7 +253,7 @@ def _suspects(tables, q: int, tail: tuple, base: np.ndarray) -> list:
                         raw(path)
             else:  # inside an escape: every token that finishes it on an earlier value
                 for t in np.flatnonzero(base).tolist():
-                    r2 = read_lexeme("string", lexeme + vocab.token_bytes[t], root)
+                    r2 = read_more(dec, node, vocab.token_bytes[t])
                     if r2 == "end" or (r2 is not None and r2[1] is not None and "string" in bounded):
                         out.append([t])
     if "plain" in kinds:

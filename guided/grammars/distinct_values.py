@@ -16,7 +16,7 @@ import functools
 import numpy as np
 
 __all__ = ["QUOTE", "BACKSLASH", "END", "RAW", "RUN", "kind_of", "spellings", "value_trie", "walk", "read_lexeme",
-           "reaches_new", "open_ended", "decoded_segments", "trie_paths"]
+           "read_more", "reaches_new", "open_ended", "decoded_segments", "trie_paths"]
 
 QUOTE, BACKSLASH, _U = 0x22, 0x5C, 0x75
 _SHORT = {ord('"'): 0x22, ord("\\"): 0x5C, ord("/"): 0x2F, ord("b"): 0x08, ord("f"): 0x0C,
@@ -195,8 +195,12 @@ def read_lexeme(kind: str, lexeme: bytes, node: dict):
     "end" when the string is closed."""
     if kind == "plain":
         return RAW, walk(node, lexeme)
-    dec = RAW
-    for b in lexeme[1:]:  # (after the opening quote)
+    return read_more(RAW, node, lexeme[1:])  # (after the opening quote)
+
+
+def read_more(dec, node: dict, data: bytes):
+    """:func:`read_lexeme` of a string lexeme that goes on with ``data`` from ``(dec, node)``."""
+    for b in data:
         r = _step(dec, node, b)
         if r is None or r == "end":
             return r
@@ -283,13 +287,17 @@ def _every_state_reaches_a_cycle(dfa, limit: int, closed_accepts: bool) -> bool:
                 dfa.is_accepting(x) and not (np.asarray(dfa.row(x)) >= 0).any() for x in succ[s]):
             return False  # a prefix that can only close (a string at its maxLength)
         stack.extend(succ[s])
-    # states with finitely many completions: those all of whose successors have finitely many
-    finite: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for s, nxt in succ.items():
-            if s not in finite and all(x in finite for x in nxt):
-                finite.add(s)
-                changed = True
+    # states with finitely many completions: those all of whose successors have finitely
+    # many, found from the dead ends backwards (each state once)
+    preds: dict[int, list[int]] = {s: [] for s in succ}
+    for s, nxt in succ.items():
+        for x in nxt:
+            preds[x].append(s)
+    left = {s: len(nxt) for s, nxt in succ.items()}  # successors not yet known finite
+    finite = [s for s, k in left.items() if k == 0]
+    for x in finite:  # (grows as it is read)
+        for s in preds[x]:
+            left[s] -= 1
+            if left[s] == 0:
+                finite.append(s)
     return not any(not (closed_accepts and dfa.is_accepting(s)) for s in finite)
